@@ -1,0 +1,1 @@
+"""Shared code for all three problems: data, metrics, visualisation, training utilities."""

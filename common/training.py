@@ -1,0 +1,274 @@
+"""Training utilities shared by every problem: seeding, device, config CLI, atomic checkpoints,
+EMA, metrics.jsonl, clean stop on SIGTERM/SIGINT, NaN guard.
+
+A run folder (``runs/<name>/``) holds ``config.json``, ``metrics.jsonl``, ``last.pt`` (full resume
+state, written atomically) and samples. Rerunning the same command resumes from ``last.pt``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import os
+import random
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import UserError
+
+CHECKPOINT_VERSION = 1
+C = TypeVar("C")
+
+
+# ----------------------------------------------------------------------------- seeding / device
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices) in one place."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is a one-line error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} asked for, but no CUDA GPU is available (use --device cpu)")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}") from None
+
+
+# ----------------------------------------------------------------------------- config <-> CLI
+def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one ``--field-name`` option per dataclass field (bool fields take true/false)."""
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore
+        flag = "--" + f.name.replace("_", "-")
+        kind = type(default)
+        if kind is bool:
+            parser.add_argument(flag, type=_parse_bool, default=None, metavar="true|false",
+                                help=f"(default {default})")
+        elif isinstance(default, (tuple, list)):
+            elem = type(default[0]) if default else str
+            parser.add_argument(flag, type=elem, nargs="+", default=None, help=f"(default {default})")
+        else:
+            parser.add_argument(flag, type=kind if default is not None else str, default=None,
+                                help=f"(default {default})")
+
+
+def config_from_args(cls: type[C], args: argparse.Namespace, base: C | None = None) -> C:
+    """Build ``cls`` from ``base`` (or defaults), overriding fields given on the command line."""
+    cfg = base if base is not None else cls()
+    changes = {}
+    for f in dataclasses.fields(cls):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            default = getattr(cfg, f.name)
+            changes[f.name] = tuple(v) if isinstance(default, tuple) else v
+    return dataclasses.replace(cfg, **changes)
+
+
+def config_from_dict(cls: type[C], d: dict) -> C:
+    """Rebuild a config saved with ``dataclasses.asdict``; unknown keys are ignored, lists -> tuples."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    kw = {}
+    for k, v in d.items():
+        if k in names:
+            kw[k] = tuple(v) if isinstance(v, list) else v
+    return cls(**kw)
+
+
+def _parse_bool(s: str) -> bool:
+    if s.lower() in ("1", "true", "yes", "on"):
+        return True
+    if s.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
+
+
+# ----------------------------------------------------------------------------- files
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write via a temp file in the same folder + ``os.replace``: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
+
+
+def load_checkpoint(path: str | os.PathLike, hint: str = "") -> dict:
+    """``torch.load(weights_only=True)`` on CPU with one-line errors for a missing/broken file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}" + (f" ({hint})" if hint else ""))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, truncated zip, ...
+        raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+
+
+def half_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """fp16 copy of float tensors (for shipped weights); other tensors unchanged."""
+    return {k: (v.half() if v.is_floating_point() else v) for k, v in sd.items()}
+
+
+def float_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
+
+
+# ----------------------------------------------------------------------------- EMA
+class EMA:
+    """Exponential moving average of a model's parameters (buffers copied as they are).
+
+    ``ema.module`` is a frozen copy used for sampling/evaluation; ``update(model)`` after each step.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True):
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay, self.warmup, self.num_updates = decay, warmup, 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.num_updates += 1
+        d = self.decay
+        if self.warmup:  # short runs: average over the steps seen so far (as in timm/lucidrains)
+            d = min(d, (1 + self.num_updates) / (10 + self.num_updates))
+        for e, p in zip(self.module.parameters(), model.parameters()):
+            e.lerp_(p.detach(), 1 - d)
+        for e, b in zip(self.module.buffers(), model.buffers()):
+            e.copy_(b)
+
+    def state_dict(self) -> dict:
+        return {"module": self.module.state_dict(), "num_updates": self.num_updates}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.module.load_state_dict(sd["module"])
+        self.num_updates = int(sd["num_updates"])
+
+
+# ----------------------------------------------------------------------------- logging / stop
+class MetricsLog:
+    """Append one JSON object per line to ``metrics.jsonl`` (flushed at once)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, **record: Any) -> None:
+        record.setdefault("time", round(time.time(), 3))
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record, default=float) + "\n")
+
+    def read(self) -> list[dict]:
+        return read_jsonl(self.path)
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass  # a line cut by a kill: skip it
+    return out
+
+
+class GracefulStop:
+    """Turns SIGTERM/SIGINT into a flag the loop checks, so it saves and exits cleanly.
+
+    A second signal while stopping raises KeyboardInterrupt as usual.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._old: dict = {}
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not in the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for sig, h in self._old.items():
+            signal.signal(sig, h)
+        return False
+
+
+class NonFiniteLoss(UserError):
+    """A loss became NaN or inf: training stops, the last good checkpoint is kept."""
+
+
+def check_finite(step: int, **losses: float) -> None:
+    """Raise ``NonFiniteLoss`` naming the loss and step when any value is NaN or inf."""
+    for name, v in losses.items():
+        if not math.isfinite(float(v)):
+            raise NonFiniteLoss(f"loss {name} is {v} at step {step}; stopped, last good checkpoint kept "
+                                f"(try a lower learning rate)")
+
+
+def rng_state() -> dict:
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(), "python": random.getstate()[1]}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
