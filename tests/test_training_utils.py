@@ -1,0 +1,74 @@
+import argparse
+import dataclasses
+import math
+import os
+import signal
+
+import pytest
+import torch
+from torch import nn
+
+from common.errors import UserError
+from common.training import (EMA, GracefulStop, MetricsLog, NonFiniteLoss, add_config_args, atomic_torch_save,
+                             check_finite, config_from_args, config_from_dict, load_checkpoint, read_jsonl)
+
+
+@dataclasses.dataclass
+class Cfg:
+    lr: float = 1e-3
+    steps: int = 10
+    name: str = "x"
+    amp: bool = True
+    widths: tuple = (32, 64)
+
+
+def test_config_cli_roundtrip():
+    p = argparse.ArgumentParser()
+    add_config_args(p, Cfg)
+    cfg = config_from_args(Cfg, p.parse_args(["--lr", "0.5", "--amp", "false", "--widths", "8", "16", "32"]))
+    assert cfg == Cfg(lr=0.5, amp=False, widths=(8, 16, 32))
+    assert config_from_dict(Cfg, {**dataclasses.asdict(cfg), "widths": [8, 16, 32], "old_key": 1}) == cfg
+    with pytest.raises(SystemExit):
+        p.parse_args(["--amp", "maybe"])
+
+
+def test_atomic_save_and_load(tmp_path):
+    path = tmp_path / "a" / "ck.pt"
+    atomic_torch_save({"w": torch.arange(3)}, path)
+    assert torch.equal(load_checkpoint(path)["w"], torch.arange(3))
+    assert os.listdir(path.parent) == ["ck.pt"]  # no temp files left
+    with pytest.raises(UserError, match=r"checkpoint not found: .*nope\.pt \(train it first\)"):
+        load_checkpoint(tmp_path / "nope.pt", hint="train it first")
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="cannot read checkpoint"):
+        load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_ema_tracks_average():
+    model = nn.Linear(1, 1, bias=False)
+    nn.init.zeros_(model.weight)
+    ema = EMA(model, decay=0.5, warmup=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)
+    assert ema.module.weight.item() == pytest.approx(0.5)
+    ema.update(model)
+    assert ema.module.weight.item() == pytest.approx(0.75)
+    assert not ema.module.weight.requires_grad
+
+
+def test_check_finite_and_metrics(tmp_path):
+    check_finite(3, d=1.0, g=-2.0)
+    with pytest.raises(NonFiniteLoss, match="loss g is nan at step 7"):
+        check_finite(7, d=1.0, g=math.nan)
+    log = MetricsLog(tmp_path / "m.jsonl")
+    log.write(step=1, loss=0.5)
+    with open(tmp_path / "m.jsonl", "a") as f:
+        f.write('{"step": 2, "lo')  # a line cut by a kill
+    assert [r["step"] for r in read_jsonl(tmp_path / "m.jsonl")] == [1]
+
+
+def test_graceful_stop_sets_flag():
+    with GracefulStop() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested
