@@ -1,0 +1,139 @@
+"""Train the face GANs of problem 1 with the shared loop (common/gan.py).
+
+    python -m p1_gan.train --method A --data hw2_data/face               # -> runs/p1_A/
+    python -m p1_gan.train --method B --data hw2_data/face --ngf 32 --ndf 32 --max-steps 20000
+    python -m p1_gan.train --method B --dry-run                          # 2 steps on 64 images
+
+Rerunning the same command resumes from ``<run-dir>/last.pt`` (the saved config.json is the base;
+options given on the command line override it, e.g. a larger ``--max-steps``). Ctrl-C / SIGTERM
+saves and exits. Every ``--eval-every`` steps the FID of ``--fid-n`` images (EMA generator) against
+``<data>/val`` is logged and the best state kept as ``best.pt``; ship it with
+``python -m p1_gan.export runs/p1_B/best.pt checkpoints/p1_methodB.pt``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from common.data import ImageFolder, TensorBatches, list_images
+from common.errors import DataError, UserError, cli_main
+from common.gan import generate, train_gan
+from common.training import (add_config_args, atomic_torch_save, config_from_args, config_from_dict, count_params,
+                             pick_device)
+
+from .config import METHODS, P1Config, build_models, check_config, method_defaults
+
+
+def load_faces(train_dir: Path, limit: int | None = None, cache_dir: Path | None = None) -> torch.Tensor:
+    """All training faces as uint8 (N, 3, 64, 64); the full set is cached once in ``cache_dir``."""
+    names = list_images(train_dir)
+    if not names:
+        raise DataError(f"no images in {train_dir}")
+    if limit is not None:
+        ds = ImageFolder(train_dir, size=64)
+        ds.names, ds.labels = ds.names[:limit], ds.labels[:limit]
+        return ds.load_all(progress=False)[0]
+    key = hashlib.sha1("".join(f"{n}:{os.path.getsize(train_dir / n)}\n" for n in names).encode()).hexdigest()[:16]
+    cache = cache_dir / f"faces_{len(names)}_{key}.pt" if cache_dir is not None else None
+    if cache is not None and cache.is_file():
+        try:
+            return torch.load(cache, weights_only=True)
+        except Exception:
+            pass  # broken cache: rebuild
+    x = ImageFolder(train_dir, size=64).load_all()[0]
+    if cache is not None:
+        atomic_torch_save(x, cache)
+    return x
+
+
+def make_fid_eval(val_dir: Path, n: int, z_dim: int, device: torch.device):
+    """eval_fn(G_eval, step) -> {"fid"}: FID of n images (fixed seed) vs val_dir (cached statistics)."""
+    from common.fid import fid_of_images
+
+    def eval_fn(G_eval, step):
+        x = generate(G_eval, n, z_dim, seed=1, device=device)
+        return {"fid": fid_of_images(x, val_dir, device=device)}
+    return eval_fn
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m p1_gan.train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="hw2_data/face", help="face folder holding train/ (and val/ for FID)")
+    p.add_argument("--run-dir", default=None, help="run folder (default runs/p1_<method>)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--cache-dir", default="runs/p1_cache", help="where the decoded training set is cached")
+    p.add_argument("--dry-run", action="store_true", help="smoke run: 2 steps on 64 images in a fresh folder")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    add_config_args(p, P1Config)
+    return p
+
+
+def resolve_config(args: argparse.Namespace, run_dir: Path | None) -> P1Config:
+    """Saved config of the run folder (resume) or the method's defaults, then CLI overrides."""
+    saved = run_dir / "config.json" if run_dir is not None else None
+    if saved is not None and saved.is_file() and (run_dir / "last.pt").is_file():
+        base = config_from_dict(P1Config, json.loads(saved.read_text()))
+        if args.method is not None and args.method != base.method:
+            raise UserError(f"{run_dir} holds a method {base.method} run, not {args.method}; use another --run-dir")
+    else:
+        base = method_defaults(args.method or "B")
+    cfg = config_from_args(P1Config, args, base)
+    check_config(cfg)
+    return cfg
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.method is not None and args.method not in METHODS:
+        raise UserError(f"unknown method {args.method!r} (choose A or B)")
+    method = args.method or "B"
+    if args.dry_run:
+        run_dir = Path(args.run_dir or f"runs/p1_dryrun_{method}")
+        shutil.rmtree(run_dir, ignore_errors=True)
+        args.limit = min(args.limit or 64, 64)
+    else:
+        run_dir = Path(args.run_dir or f"runs/p1_{method}")
+    cfg = resolve_config(args, run_dir)
+    if args.dry_run:
+        cfg = dataclasses.replace(cfg, max_steps=2, batch_size=16, sample_every=2, eval_every=0, log_every=1)
+    data = Path(args.data)
+    train_dir = data / "train"
+    if not train_dir.is_dir():
+        raise DataError(f"training folder not found: {train_dir} (run: bash hw2_download.sh)")
+    device = pick_device(cfg.device)
+    x = load_faces(train_dir, args.limit, Path(args.cache_dir))
+    if len(x) < cfg.batch_size:
+        raise DataError(f"{len(x)} training images in {train_dir} is fewer than batch size {cfg.batch_size}")
+    if device.type == "cuda":
+        x = x.to(device)  # 38k x 12 KB uint8 fits easily; batches are then cut on the GPU
+    eval_fn = None
+    if cfg.eval_every > 0:
+        val_dir = data / "val"
+        if val_dir.is_dir():
+            eval_fn = make_fid_eval(val_dir, cfg.fid_n, cfg.z_dim, device)
+        else:
+            print(f"warning: {val_dir} not found: no FID during training")
+
+    def batches(start_step: int) -> TensorBatches:  # reseeded from the step on resume
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + start_step)
+        return TensorBatches(x, batch_size=cfg.batch_size, generator=g)
+
+    G, D = build_models(cfg)
+    print(f"method {cfg.method}: G {count_params(G) / 1e6:.2f}M params, D {count_params(D) / 1e6:.2f}M params, "
+          f"{len(x)} images, device {device}, run folder {run_dir}")
+    out = train_gan(G, D, batches, cfg, run_dir, eval_fn=eval_fn, progress=not args.no_progress)
+    print(f"step {out['step']}: {out['last']}" + (f"; best {out['best']}" if out["best"] else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    cli_main(main)

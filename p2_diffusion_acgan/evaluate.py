@@ -1,0 +1,113 @@
+"""Problem-2 evaluation: course-classifier accuracy (overall, per digit) and FID against mnistm val.
+
+The classifier is used for evaluation only, never as a training signal. Hooks for train.py
+(``diffusion_eval_fn``, ``gan_eval_fn``) generate ``EVAL_PER_DIGIT`` images per digit with fixed
+per-image seeds and return ``{"accuracy", "worst_digit_acc"}``.
+"""
+from __future__ import annotations
+
+
+import torch
+from torch import nn
+
+from common.data import digit_dataset
+
+from .schedulers import per_image_generators, randn
+
+EVAL_PER_DIGIT = 100
+
+
+def classifier_accuracy(images: torch.Tensor, labels: torch.Tensor, classifier=None) -> dict:
+    """{"accuracy", "worst_digit_acc", "worst_digit", "per_digit"} of the course LeNet on images in [-1, 1]."""
+    from common.digit_classifier import accuracy_of_images
+    r = accuracy_of_images(images, labels.numpy(), classifier)
+    worst = min(r.per_digit, key=r.per_digit.get)
+    return {"accuracy": r.accuracy, "worst_digit_acc": r.per_digit[worst], "worst_digit": worst,
+            "per_digit": {str(k): v for k, v in r.per_digit.items()}}
+
+
+def mnistm_val_stats(data_root: str = "hw2_data", domain: str = "mnistm"):
+    """FID statistics of the mnistm val split (cached as .npz in common.fid's cache folder)."""
+    from common import fid
+    ds = digit_dataset(data_root, domain, "val")
+    path = fid.cache_dir() / "fid" / f"{domain}-val-{len(ds)}.npz"
+    if path.is_file():
+        return fid.FIDStats.load(path)
+    x, _ = ds.load_all()
+    stats = fid.compute_statistics(x, progress=True)
+    stats.save(path)
+    return stats
+
+
+def fid_vs_val(images: torch.Tensor, data_root: str = "hw2_data", fast: bool = False) -> float:
+    """FID of generated images (N, 3, 28, 28) in [-1, 1] against mnistm val (pytorch-fid convention)."""
+    from common import fid
+    return fid.frechet_distance(fid.compute_statistics(images, progress=True), mnistm_val_stats(data_root), fast=fast)
+
+
+def _eval_labels() -> torch.Tensor:
+    return torch.arange(10).repeat_interleave(EVAL_PER_DIGIT)
+
+
+def _scalars(d: dict) -> dict:
+    return {k: v for k, v in d.items() if isinstance(v, (int, float))}
+
+
+def diffusion_eval_fn(model: nn.Module, cfg) -> dict:
+    """Accuracy of 1000 EMA samples with the config's sampler/steps/guidance (train.py hook)."""
+    from .diffusion import sample
+    from .schedulers import NoiseSchedule, make_sampler
+    y = _eval_labels()
+    smp = make_sampler(cfg.sampler, NoiseSchedule(cfg.timesteps, cfg.schedule))
+    x = sample(model, smp, y, cfg.guidance, cfg.sample_steps, per_image_generators(0, len(y)),
+               guidance_interval=tuple(cfg.guidance_interval)).cpu()
+    model.train()
+    return _scalars(classifier_accuracy(x, y))
+
+
+@torch.no_grad()
+def gan_eval_fn(G: nn.Module, step: int) -> dict:
+    """Accuracy of 1000 samples of G (eval mode) with fixed per-image noise (common.gan eval hook)."""
+    y = _eval_labels()
+    dev = next(G.parameters()).device
+    z = randn((len(y), G.z_dim), per_image_generators(0, len(y)), dev)
+    x = torch.cat([G(z[i:i + 500], y[i:i + 500].to(dev)).float().cpu() for i in range(0, len(y), 500)])
+    return _scalars(classifier_accuracy(x, y))
+
+
+def main(argv=None) -> int:
+    """``python -m p2_diffusion_acgan.evaluate OUT``: accuracy (overall, per digit) and FID vs mnistm val
+    of the images hw2_2.sh wrote to OUT (labels from the file names)."""
+    import argparse
+    import json
+
+    from common.digit_classifier import accuracy_of_folder
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("folder")
+    p.add_argument("--data-root", default="hw2_data", help="for the mnistm val FID reference")
+    p.add_argument("--classifier", default=None, help="course Classifier.pth (default ../shared/evaluators/)")
+    p.add_argument("--no-fid", action="store_true")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    r = accuracy_of_folder(args.folder, args.classifier)
+    worst = min(r.per_digit, key=r.per_digit.get)
+    res = {"accuracy": r.accuracy, "worst_digit": worst, "worst_digit_acc": r.per_digit[worst],
+           "per_digit": {str(k): v for k, v in r.per_digit.items()}, "n": r.n}
+    if not args.no_fid:
+        from common import fid
+        res["fid_vs_val"] = fid.frechet_distance(fid.compute_statistics(args.folder, progress=True),
+                                                 mnistm_val_stats(args.data_root))
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(f"accuracy {100 * r.accuracy:.2f} % on {r.n} images (worst digit {worst}: {100 * r.per_digit[worst]:.1f} %)")
+        print("per digit: " + ", ".join(f"{k}: {100 * v:.1f}" for k, v in r.per_digit.items()))
+        if "fid_vs_val" in res:
+            print(f"FID vs mnistm val: {res['fid_vs_val']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    from common.errors import cli_main
+    cli_main(main)

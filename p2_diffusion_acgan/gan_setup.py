@@ -1,0 +1,114 @@
+"""ACGAN and the SAGAN-style cGAN on MNIST-M, trained by the shared GAN loop (``common.gan.train_gan``).
+
+This module only chooses configs, builds the networks and the data, and exports the generator;
+the loop itself (phases, losses, EMA, resume, checkpoints) is common/gan.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from common.data import TensorBatches
+from common.errors import UserError
+from common.gan import GANConfig, export_generator
+from common.gan import train_gan as shared_train_gan
+
+from .model import ACGANDiscriminator, ACGANGenerator, SAGANDiscriminator, SAGANGenerator
+
+NUM_CLASSES = 10
+
+
+@dataclass
+class P2GANConfig(GANConfig):
+    """Problem-2 fields on top of the shared loop's ``GANConfig``."""
+
+    arch: str = "acgan"  # acgan | sagan (saved with every checkpoint: inference rebuilds G from it)
+    data_root: str = "hw2_data"
+    domain: str = "mnistm"
+    max_images: int = 0  # 0: the whole train split
+    threads: int = 0  # CPU threads (0: torch's default)
+    g_channels: int = 64
+    d_channels: int = 64
+    conditional: bool = True
+    num_classes: int = NUM_CLASSES
+    n_samples: int = 100  # 10x10 grid, rows = digits 0-9
+    sample_every: int = 1000
+    max_steps: int = 20000
+    ema_decay: float = 0.999
+
+
+@dataclass
+class ACGANConfig(P2GANConfig):
+    """ACGAN (Odena et al. 2017): D(x) -> (real/fake, class); class loss on real and fake."""
+
+    arch: str = "acgan"
+    loss: str = "bce"
+    aux_weight: float = 1.0
+    cond_in_d: bool = False
+
+
+@dataclass
+class SAGANConfig(P2GANConfig):
+    """SAGAN-style cGAN (report 004; Zhang et al. 2019): spectral norm, self-attention, condition
+    concatenated in G and D, two G steps per D step, TTUR (lr_g 1e-4, lr_d 4e-4), hinge loss."""
+
+    arch: str = "sagan"
+    loss: str = "hinge"
+    cond_in_d: bool = True
+    phases: str = "D,G,G"
+    lr_g: float = 1e-4
+    lr_d: float = 4e-4
+    beta1: float = 0.0
+    beta2: float = 0.9
+
+
+def gan_config_class(model: str) -> type[P2GANConfig]:
+    try:
+        return {"acgan": ACGANConfig, "sagan": SAGANConfig}[model]
+    except KeyError:
+        raise UserError(f"unknown GAN model {model!r} (acgan or sagan)") from None
+
+
+def build_gan(cfg: P2GANConfig) -> tuple[nn.Module, nn.Module]:
+    """(G, D) for ``cfg.arch``."""
+    if cfg.arch == "acgan":
+        return (ACGANGenerator(cfg.z_dim, cfg.num_classes, cfg.g_channels),
+                ACGANDiscriminator(cfg.num_classes, cfg.d_channels))
+    if cfg.arch == "sagan":
+        return (SAGANGenerator(cfg.z_dim, cfg.num_classes, cfg.g_channels),
+                SAGANDiscriminator(cfg.num_classes, cfg.d_channels))
+    raise UserError(f"unknown GAN arch {cfg.arch!r} (acgan or sagan)")
+
+
+def train_gan(model: str, cfg: P2GANConfig, run_dir: str | Path, progress: bool = True) -> dict:
+    """Train (or resume) ``acgan`` / ``sagan``; writes run_dir/model.pt (EMA G, fp16) for inference."""
+    from .train import grid_labels, load_train_data  # no cycle at import time
+
+    if cfg.arch != model:
+        raise UserError(f"config arch {cfg.arch!r} does not match --model {model}")
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    run_dir = Path(run_dir)
+    x, y = load_train_data(cfg.data_root, cfg.domain, cfg.max_images)
+    G, D = build_gan(cfg)
+    bs = min(cfg.batch_size, len(x))
+
+    def data(start_step: int):  # reseeded by the step, so a resumed run does not replay the same batches
+        return TensorBatches(x, y, batch_size=bs, generator=torch.Generator().manual_seed(cfg.seed * 7919 + start_step))
+
+    eval_fn = None
+    if cfg.eval_every > 0:
+        from .evaluate import gan_eval_fn
+        eval_fn = gan_eval_fn
+        if not cfg.best_metric:
+            import dataclasses
+            cfg = dataclasses.replace(cfg, best_metric="accuracy", best_mode="max")
+    fixed = grid_labels(cfg.n_samples // cfg.num_classes, cfg.num_classes) if cfg.n_samples % cfg.num_classes == 0 else None
+    res = shared_train_gan(G, D, data, cfg, run_dir, eval_fn=eval_fn, fixed_cond=fixed, progress=progress)
+    src = run_dir / "best.pt" if res.get("best") else run_dir / "last.pt"
+    export_generator(src, run_dir / "model.pt")
+    res["model"] = str(run_dir / "model.pt")
+    return res

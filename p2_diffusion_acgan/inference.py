@@ -1,0 +1,165 @@
+"""Write 1000 class-conditional digits: ``bash hw2_2.sh OUT [options]``.
+
+    OUT/{digit}_{idx:03d}.png   digit 0-9, idx 001-100, 28x28 RGB, fixed seed (deterministic)
+
+Default model: the best shipped checkpoint in checkpoints/ (p2_diffusion.pt, p2_sagan.pt,
+p2_acgan.pt; the highest ``accuracy`` in the JSON beside each, diffusion first on ties).
+``--model`` picks one; ``--checkpoint`` any checkpoint written by p2_diffusion_acgan.train
+(``runs/<name>/model.pt`` or ``last.pt``). Diffusion options default to the values saved in the
+checkpoint's config: ``--sampler``, ``--steps``, ``--guidance``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from common.data import save_pngs
+from common.errors import UserError, cli_main
+from common.training import float_state_dict, load_checkpoint, pick_device
+
+from .config import NUM_CLASSES, build_generator, build_unet, diffusion_config_from
+from .diffusion import sample
+from .schedulers import SAMPLERS, NoiseSchedule, make_sampler, per_image_generators, randn
+
+REPO = Path(__file__).resolve().parents[1]
+CHECKPOINT_DIR = REPO / "checkpoints"
+MODELS = ("diffusion", "sagan", "acgan")  # preference order on ties
+PER_DIGIT = 100
+
+
+def train_hint(model: str) -> str:
+    return (f"train it with: python -m p2_diffusion_acgan.train --model {model} && "
+            f"cp runs/p2_{model}/model.pt checkpoints/p2_{model}.pt")
+
+
+def default_checkpoint(model: str | None, ckpt_dir: Path = CHECKPOINT_DIR) -> tuple[Path, str]:
+    """(path, hint) of ``checkpoints/p2_<model>.pt``; without a model, the best one present."""
+    if model is not None:
+        return ckpt_dir / f"p2_{model}.pt", train_hint(model)
+    present = [m for m in MODELS if (ckpt_dir / f"p2_{m}.pt").is_file()]
+    if not present:
+        raise UserError(f"no trained problem-2 weights in {ckpt_dir} (p2_diffusion.pt / p2_sagan.pt / p2_acgan.pt); "
+                        f"{train_hint('diffusion')} (or pass --checkpoint PATH)")
+
+    def accuracy(m: str) -> float:
+        try:
+            info = json.loads((ckpt_dir / f"p2_{m}.json").read_text())
+            return float(info.get("accuracy", (info.get("metrics") or {}).get("accuracy", -1)))
+        except (OSError, ValueError, TypeError, AttributeError):
+            return -1.0
+
+    best = max(present, key=lambda m: (accuracy(m), -MODELS.index(m)))
+    return ckpt_dir / f"p2_{best}.pt", train_hint(best)
+
+
+class Generator:
+    """A loaded problem-2 generator: ``kind`` ('p2_diffusion' | 'p2_acgan' | 'p2_sagan'), ``net``
+    (eval mode), ``config`` (dict) and ``generate(y, gens, **opts) -> (B, 3, 28, 28)`` in [-1, 1]."""
+
+    def __init__(self, ckpt: dict, device: torch.device | str = "cpu"):
+        kind = ckpt.get("kind")
+        weights = ckpt.get("model")
+        if kind == "p2_diffusion_train":  # a full training state: sample with its EMA weights
+            kind, weights = "p2_diffusion", ckpt["ema"]["module"]
+        arch = ckpt["config"].get("arch") if isinstance(ckpt.get("config"), dict) else None
+        if kind is None and arch in ("acgan", "sagan"):  # the shared GAN loop's last/best.pt or export
+            from common.gan import generator_state_dict
+            kind, weights = f"p2_{arch}", generator_state_dict(ckpt)
+        if kind not in ("p2_diffusion", "p2_acgan", "p2_sagan") or weights is None or "config" not in ckpt:
+            raise UserError(f"not a problem-2 generator checkpoint (kind {kind!r})")
+        self.kind, self.config, self.device = kind, ckpt["config"], torch.device(device)
+        if kind == "p2_diffusion":
+            self.diff_cfg = diffusion_config_from(ckpt)
+            net = build_unet(self.diff_cfg)
+        else:
+            net = build_generator(kind, self.config)
+        net.load_state_dict(float_state_dict(weights))
+        self.net = net.to(self.device).eval().requires_grad_(False)
+
+    @property
+    def model_name(self) -> str:
+        return self.kind.removeprefix("p2_")
+
+    @torch.no_grad()
+    def generate(self, y: torch.Tensor, generators: list[torch.Generator], sampler: str | None = None,
+                 steps: int | None = None, guidance: float | None = None, callback=None,
+                 guidance_interval: tuple[int, int] | None = None) -> torch.Tensor:
+        """Images for labels y (B,), image i drawn from ``generators[i]`` (batch-independent)."""
+        if self.kind == "p2_diffusion":
+            c = self.diff_cfg
+            smp = make_sampler(sampler or c.sampler, NoiseSchedule(c.timesteps, c.schedule))
+            return sample(self.net, smp, y, c.guidance if guidance is None else guidance,
+                          steps or c.sample_steps, generators, callback=callback,
+                          guidance_interval=tuple(guidance_interval or c.guidance_interval)).cpu()
+        z = randn((len(y), self.net.z_dim), generators, self.device)
+        return self.net(z, y.to(self.device)).float().clamp(-1, 1).cpu()
+
+
+def digit_labels_and_names(per_digit: int = PER_DIGIT) -> tuple[torch.Tensor, list[str]]:
+    """Labels (10 * per_digit,) and names ``{digit}_{idx:03d}.png`` (idx from 001)."""
+    y = torch.arange(NUM_CLASSES).repeat_interleave(per_digit)
+    names = [f"{d}_{i:03d}.png" for d in range(NUM_CLASSES) for i in range(1, per_digit + 1)]
+    return y, names
+
+
+def generate_all(gen: Generator, seed: int = 0, batch_size: int = 1000, per_digit: int = PER_DIGIT,
+                 progress: bool = True, **opts) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """All 10 * per_digit images (N, 3, 28, 28), labels and file names; fixed per-image seeds."""
+    from tqdm import tqdm
+    y, names = digit_labels_and_names(per_digit)
+    gens = per_image_generators(seed, len(y))
+    out = []
+    for s in tqdm(range(0, len(y), batch_size), desc=f"sampling ({gen.model_name})", disable=not progress, leave=False):
+        out.append(gen.generate(y[s:s + batch_size], gens[s:s + batch_size], **opts))
+    return torch.cat(out), y, names
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("out", help="output folder (created)")
+    p.add_argument("--model", choices=MODELS, default=None, help="which shipped model (default: the best present)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint path (default checkpoints/p2_<model>.pt)")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), default=None, help="diffusion sampler (default: checkpoint's)")
+    p.add_argument("--steps", type=int, default=None, help="diffusion sampling steps (default: checkpoint's)")
+    p.add_argument("--guidance", type=float, default=None, help="guidance weight w, 0 = conditional only (default: checkpoint's)")
+    p.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="apply guidance only at timesteps LO..HI (0-based; default: checkpoint's, all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per batch (default 1000 on a GPU, 250 on a CPU: fewer page faults; same images)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    args = p.parse_args(argv)
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"--steps must be at least 1, got {args.steps}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.checkpoint:
+        path, hint = Path(args.checkpoint), ""
+    else:
+        path, hint = default_checkpoint(args.model)
+    gen = Generator(load_checkpoint(path, hint), pick_device(args.device))
+    if args.model is not None and gen.model_name != args.model:
+        raise UserError(f"{path} holds a {gen.model_name} model, not {args.model}")
+    if gen.kind == "p2_diffusion" and args.steps is not None and args.steps > gen.diff_cfg.timesteps:
+        raise UserError(f"--steps {args.steps} is more than the model's {gen.diff_cfg.timesteps} timesteps")
+    t0 = time.time()
+    opts = dict(sampler=args.sampler, steps=args.steps, guidance=args.guidance)
+    if args.guidance_interval is not None:
+        opts["guidance_interval"] = tuple(args.guidance_interval)
+    batch_size = args.batch_size or (1000 if gen.device.type == "cuda" else 250)
+    x, _, names = generate_all(gen, args.seed, batch_size, **opts)
+    save_pngs(x, names, args.out)
+    print(f"wrote {len(names)} images to {args.out} ({gen.model_name}, {time.time() - t0:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    cli_main(main)

@@ -1,0 +1,220 @@
+"""Train the problem-2 generators: ``--model diffusion`` (conditional DDPM with classifier-free
+guidance), ``acgan`` or ``sagan`` (the two GANs go through the shared GAN loop, common/gan.py).
+
+    python -m p2_diffusion_acgan.train --model diffusion [--run runs/p2_diffusion] [--max-steps N] [--lr ...]
+    python -m p2_diffusion_acgan.train --model diffusion --dry-run      # 2 steps on 256 images
+
+The run folder holds config.json, metrics.jsonl, last.pt (full resume state, atomic, every
+``save_every_min`` minutes and on SIGTERM/Ctrl-C), samples/ grids, and model.pt: the slim,
+inference-ready checkpoint (EMA weights, fp16) that is copied to checkpoints/p2_<model>.pt to ship.
+Rerunning the same command resumes from last.pt (the saved config, CLI overrides on top).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from tqdm import tqdm
+
+from common.data import TensorBatches, digit_dataset, to_float
+from common.errors import UserError, cli_main
+from common.training import (CHECKPOINT_VERSION, EMA, GracefulStop, MetricsLog, add_config_args, atomic_torch_save,
+                             atomic_write_json, check_finite, config_from_args, config_from_dict, count_params,
+                             half_state_dict, load_checkpoint, pick_device, rng_state, seed_everything,
+                             set_rng_state)
+
+from .config import DiffusionConfig, build_unet
+from .diffusion import diffusion_loss, sample
+from .schedulers import NoiseSchedule, make_sampler, per_image_generators
+
+MODELS = ("diffusion", "acgan", "sagan")
+
+
+def load_train_data(data_root: str, domain: str = "mnistm", max_images: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode the train split once: uint8 (N, 3, 28, 28) and int64 labels (N,)."""
+    ds = digit_dataset(data_root, domain, "train", channels=3)
+    if max_images > 0:
+        ds.names, ds.labels = ds.names[:max_images], ds.labels[:max_images]
+    return ds.load_all()
+
+
+def grid_labels(n_per_class: int = 10, num_classes: int = 10) -> torch.Tensor:
+    """Labels of a grid with one row per class: [0]*n, [1]*n, ... (int64)."""
+    return torch.arange(num_classes).repeat_interleave(n_per_class)
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int = 10) -> None:
+    """Save (N, 3, H, W) images in [-1, 1] as one grid PNG."""
+    from torchvision.utils import save_image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images.float().cpu(), path, nrow=nrow, normalize=True, value_range=(-1, 1), padding=2)
+
+
+def slim_checkpoint(kind: str, cfg, model_sd: dict, step: int, **extra) -> dict:
+    """Inference-ready checkpoint: version, kind, config, fp16 weights, step."""
+    return {"version": CHECKPOINT_VERSION, "kind": kind, "config": dataclasses.asdict(cfg),
+            "model": half_state_dict(model_sd), "step": step, **extra}
+
+
+# ----------------------------------------------------------------------------- diffusion
+def sample_grid_diffusion(model, cfg: DiffusionConfig, path: Path, seed: int = 0) -> None:
+    """10x10 grid (rows = digits) with the config's sampler/steps/guidance and fixed per-image noise."""
+    y = grid_labels()
+    sampler = make_sampler(cfg.sampler, NoiseSchedule(cfg.timesteps, cfg.schedule))
+    x = sample(model, sampler, y, cfg.guidance, cfg.sample_steps, per_image_generators(seed, len(y)),
+               guidance_interval=tuple(cfg.guidance_interval))
+    save_grid(x, path)
+
+
+def train_diffusion(cfg: DiffusionConfig, run_dir: str | Path,
+                    eval_fn: Callable[[torch.nn.Module, DiffusionConfig], dict] | None = None) -> dict:
+    """Train (or resume) a conditional DDPM; returns the last logged record."""
+    cfg.validate()
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    device = pick_device(cfg.device)
+    cuda = device.type == "cuda"
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    x_all, y_all = load_train_data(cfg.data_root, cfg.domain, cfg.max_images)
+
+    model = build_unet(cfg).to(device)
+    if cuda and cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ema = EMA(model, cfg.ema_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.amp)
+    schedule = NoiseSchedule(cfg.timesteps, cfg.schedule)
+    batches = TensorBatches(x_all, y_all, batch_size=min(cfg.batch_size, len(x_all)),
+                            generator=torch.Generator().manual_seed(cfg.seed))
+    noise_gen = torch.Generator().manual_seed(cfg.seed + 1)  # t, eps and condition dropout
+    step = 0
+    last = run / "last.pt"
+    if last.is_file():
+        st = load_checkpoint(last, "delete it to start over")
+        if st.get("kind") != "p2_diffusion_train":
+            raise UserError(f"{last} is not a diffusion training state (kind {st.get('kind')!r}); use another --run")
+        try:
+            model.load_state_dict(st["model"])
+            ema.load_state_dict(st["ema"])
+            opt.load_state_dict(st["opt"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise UserError(f"{last} does not match this config ({type(e).__name__}: {str(e).splitlines()[0][:150]}); "
+                            f"use another --run") from None
+        scaler.load_state_dict(st["scaler"])
+        batches.generator.set_state(st["batch_rng"])
+        noise_gen.set_state(st["noise_rng"])
+        set_rng_state(st["rng"])
+        step = int(st["step"])
+        print(f"resumed {last} at step {step}")
+    atomic_write_json(run / "config.json", dataclasses.asdict(cfg))
+
+    def save() -> None:
+        atomic_torch_save({"version": CHECKPOINT_VERSION, "kind": "p2_diffusion_train", "config": dataclasses.asdict(cfg),
+                           "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                           "scaler": scaler.state_dict(), "step": step, "batch_rng": batches.generator.get_state(),
+                           "noise_rng": noise_gen.get_state(), "rng": rng_state()}, last)
+        atomic_torch_save(slim_checkpoint("p2_diffusion", cfg, ema.module.state_dict(), step), run / "model.pt")
+        atomic_write_json(run / "model.json", {"kind": "p2_diffusion", "step": step, "weights": "EMA, fp16",
+                                               "config": dataclasses.asdict(cfg), "metrics": last_eval,
+                                               **({"accuracy": last_eval["accuracy"]} if "accuracy" in last_eval else {})})
+
+    log = MetricsLog(run / "metrics.jsonl")
+    print(f"diffusion U-Net: {count_params(model) / 1e6:.2f}M parameters, {len(x_all)} images, device {device}")
+    record: dict = {}
+    last_eval: dict = {}
+    loss_avg, t_save, t_log, n_log = None, time.time(), time.time(), 0
+    model.train()
+    it = iter(batches)
+    with GracefulStop() as stop, tqdm(total=cfg.max_steps, initial=step, desc="diffusion", dynamic_ncols=True) as bar:
+        while step < cfg.max_steps and not stop.requested:
+            xb, yb = next(it)
+            x0 = to_float(xb.to(device, non_blocking=True))
+            if cuda and cfg.channels_last:
+                x0 = x0.contiguous(memory_format=torch.channels_last)
+            lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            with torch.autocast(device.type, dtype=torch.float16, enabled=cuda and cfg.amp):
+                loss = diffusion_loss(model, schedule, x0, yb.to(device), cfg.p_uncond, noise_gen)
+            check_finite(step, loss=loss.item())
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            ema.update(model)
+            step += 1
+            n_log += len(x0)
+            loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_avg:.4f}")
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                now = time.time()
+                record = {"kind": "train", "step": step, "loss": loss.item(), "loss_avg": loss_avg, "lr": lr,
+                          "grad_norm": float(gnorm), "img_per_s": n_log / max(now - t_log, 1e-9)}
+                log.write(**record)
+                t_log, n_log = now, 0
+            if cfg.sample_every and step % cfg.sample_every == 0:
+                sample_grid_diffusion(ema.module, cfg, run / "samples" / f"step_{step:07d}.png")
+            if eval_fn is not None and cfg.eval_every and step % cfg.eval_every == 0:
+                last_eval = {"step": step, **eval_fn(ema.module, cfg)}
+                log.write(kind="eval", **last_eval)
+            if time.time() - t_save > cfg.save_every_min * 60:
+                save()
+                t_save = time.time()
+    save()
+    if stop.requested:
+        print(f"stopped at step {step}; state saved to {last} (rerun the same command to resume)")
+    return record
+
+
+# ----------------------------------------------------------------------------- CLI
+def _config_class(model: str):
+    if model == "diffusion":
+        return DiffusionConfig
+    from .gan_setup import gan_config_class
+    return gan_config_class(model)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--model", choices=MODELS, default="diffusion")
+    model = pre.parse_known_args(argv)[0].model
+    Cfg = _config_class(model)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=MODELS, default="diffusion", help="what to train (default diffusion)")
+    p.add_argument("--run", default=None, help="run folder (default runs/p2_<model>)")
+    p.add_argument("--dry-run", action="store_true", help="smoke run: 2 steps on at most 256 images, no grids")
+    add_config_args(p, Cfg)
+    args = p.parse_args(argv)
+    run = Path(args.run or f"runs/p2_{model}")
+    base = None
+    if (run / "last.pt").is_file() and (run / "config.json").is_file():
+        base = config_from_dict(Cfg, json.loads((run / "config.json").read_text()))
+    cfg = config_from_args(Cfg, args, base)
+    if args.dry_run:
+        cfg = dataclasses.replace(cfg, max_steps=min(cfg.max_steps, 2), max_images=cfg.max_images or 256,
+                                  batch_size=min(cfg.batch_size, 32), sample_every=0, eval_every=0)
+    if model == "diffusion":
+        eval_fn = None
+        if cfg.eval_every:
+            from .evaluate import diffusion_eval_fn
+            eval_fn = diffusion_eval_fn
+        rec = train_diffusion(cfg, run, eval_fn=eval_fn)
+    else:
+        from .gan_setup import train_gan
+        rec = train_gan(model, cfg, run)
+    print(f"done: {run} {json.dumps(rec)}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli_main(main)

@@ -1,0 +1,162 @@
+"""Problem 1: model shapes, the reference layer list, train.py (A and B, resume, FID hook), export and
+hw2_1.sh end to end on a tiny checkpoint trained here. Tiny widths keep it fast on a 2-core CPU."""
+import hashlib
+import importlib.util
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from common.errors import UserError
+from common.training import load_checkpoint, read_jsonl
+from p1_gan import export, inference, train
+from p1_gan.config import build_models, method_defaults
+from p1_gan.model import Discriminator, Generator, SNDiscriminator
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--ngf", "4", "--ndf", "4", "--batch-size", "8", "--log-every", "1", "--eval-every", "0",
+        "--sample-every", "2", "--no-progress", "--ema-bn-stats", "false"]
+
+
+def test_shapes_and_ranges():
+    G = Generator(z_dim=100, ngf=8)
+    x = G(torch.randn(3, 100))
+    assert x.shape == (3, 3, 64, 64) and x.min() >= -1 and x.max() <= 1
+    for D in (Discriminator(8), SNDiscriminator(8), SNDiscriminator(8, extra=True)):
+        out = D(x)
+        assert out.shape == (3,) and torch.isfinite(out).all()
+
+
+def test_reference_dcgan_layers():
+    """Method A at full width is report 000's layer list (Sigmoid folded into the loss)."""
+    convt = [m for m in Generator().main if isinstance(m, nn.ConvTranspose2d)]
+    assert [(m.in_channels, m.out_channels, m.stride[0], m.padding[0]) for m in convt] == \
+        [(100, 512, 1, 0), (512, 256, 2, 1), (256, 128, 2, 1), (128, 64, 2, 1), (64, 3, 2, 1)]
+    kinds = [type(m).__name__ for m in Generator().main]
+    assert kinds == ["ConvTranspose2d", "BatchNorm2d", "ReLU"] * 4 + ["ConvTranspose2d", "Tanh"]
+    d = list(Discriminator().main)
+    convs = [m for m in d if isinstance(m, nn.Conv2d)]
+    assert [(m.in_channels, m.out_channels) for m in convs] == [(3, 64), (64, 128), (128, 256), (256, 512), (512, 1)]
+    assert [m.num_features for m in d if isinstance(m, nn.BatchNorm2d)] == [128, 256, 512]
+    assert {m.negative_slope for m in d if isinstance(m, nn.LeakyReLU)} == {0.2}
+    G, D = build_models(method_defaults("A"))
+    assert type(D) is Discriminator and sum(p.numel() for p in G.parameters()) == 3_576_704
+    assert "Generator(" in repr(G) and "ConvTranspose2d(100, 512" in repr(G)
+
+
+def run_train(tmp_path, data, method, *extra):
+    run = tmp_path / f"run_{method}"
+    train.main(["--method", method, "--data", str(data), "--run-dir", str(run), "--cache-dir", str(tmp_path / "cache"),
+                *TINY, *extra])
+    return run
+
+
+@pytest.mark.parametrize("method", ["A", "B"])
+def test_train_steps_finite_and_resume(tiny_faces, tmp_path, method, capsys):
+    data = tiny_faces / "face"
+    run = run_train(tmp_path, data, method, "--max-steps", "2")
+    assert load_checkpoint(run / "last.pt")["step"] == 2
+    # rerun the same command with a larger budget (and without the width flags: the saved config wins)
+    train.main(["--method", method, "--data", str(data), "--run-dir", str(run), "--max-steps", "4",
+                "--no-progress", "--cache-dir", str(tmp_path / "cache")])
+    assert "from step 2" in capsys.readouterr().out
+    assert [p.name[:9] for p in (tmp_path / "cache").iterdir()] == ["faces_32_"]  # decoded once, cached
+    recs = [r for r in read_jsonl(run / "metrics.jsonl") if r["kind"] == "train"]
+    assert [r["step"] for r in recs] == [1, 2, 3, 4]
+    assert all(math.isfinite(r[k]) for r in recs for k in ("loss_D", "loss_G"))
+    assert len({round(r["loss_G"], 6) for r in recs}) == 4  # losses change
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["method"], cfg["ngf"], cfg["max_steps"]) == (method, 4, 4)
+    assert cfg["loss"] == ("bce" if method == "A" else "hinge")
+    ck = load_checkpoint(run / "last.pt")
+    assert ck["step"] == 4 and (ck["ema"] is None) == (method == "A")
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_0000002.png", "step_0000004.png"]
+    with pytest.raises(UserError, match="holds a method"):
+        train.main(["--method", "B" if method == "A" else "A", "--data", str(data), "--run-dir", str(run)])
+
+
+def test_fid_hook_keeps_best(tiny_faces, tmp_path, monkeypatch):
+    import common.fid
+
+    scores = iter([5.0, 3.0, 4.0])
+    seen = []
+
+    def fake_fid(x, ref, device=None, **kw):
+        seen.append((tuple(x.shape), Path(ref).name))
+        return next(scores)
+    monkeypatch.setattr(common.fid, "fid_of_images", fake_fid)
+    run = run_train(tmp_path, tiny_faces / "face", "B", "--max-steps", "3", "--eval-every", "1", "--fid-n", "10",
+                    "--batch-size", "4", "--sample-every", "0")
+    assert seen == [((10, 3, 64, 64), "val")] * 3
+    assert [r["fid"] for r in read_jsonl(run / "metrics.jsonl") if r["kind"] == "eval"] == [5.0, 3.0, 4.0]
+    assert load_checkpoint(run / "best.pt")["best"] == {"step": 2, "fid": 3.0}
+
+
+def test_train_errors(tmp_path):
+    with pytest.raises(UserError, match="training folder not found: .*nope/train"):
+        train.main(["--data", str(tmp_path / "nope"), "--run-dir", str(tmp_path / "r")])
+    with pytest.raises(UserError, match="unknown method 'C'"):
+        train.main(["--method", "C", "--run-dir", str(tmp_path / "r")])
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha1()
+    for p in sorted(folder.iterdir()):
+        h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def test_hw2_1_end_to_end(tiny_faces, tmp_path):
+    run = run_train(tmp_path, tiny_faces / "face", "B", "--max-steps", "1", "--ema-bn-stats", "true")
+    ema_bn = load_checkpoint(run / "last.pt")["ema"]["module"]["main.1.num_batches_tracked"]
+    assert ema_bn.item() == 4  # standing statistics: 256 images in batches of 64
+    ck = tmp_path / "p1_methodB.pt"
+    export.main([str(run / "last.pt"), str(ck)])
+    assert json.loads(ck.with_suffix(".json").read_text())["step"] == 1
+    out1, out2 = tmp_path / "out1" / "nested", tmp_path / "out2"
+    r = subprocess.run(["bash", str(REPO / "hw2_1.sh"), str(out1), "--checkpoint", str(ck)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    files = sorted(out1.iterdir())
+    assert len(files) == 1000 and files[0].name == "0000.png" and files[-1].name == "0999.png"
+    for f in files[::97]:
+        with Image.open(f) as im:
+            assert im.size == (64, 64) and im.mode == "RGB"
+    inference.main([str(out2), "--checkpoint", str(ck)])  # the same code path, in-process (faster)
+    assert _digest(out1) == _digest(out2)  # same bytes on every run
+    with pytest.raises(UserError, match=f"{ck} holds a method B generator, not A"):
+        inference.main([str(tmp_path / "o3"), "--method", "A", "--checkpoint", str(ck)])
+
+    # report figures from the same run: grids from the folder and from the checkpoint agree
+    figs = tmp_path / "figs"
+    p1_figures().main(["--out", str(figs), "--images-B", str(out1), "--checkpoint-A", str(tmp_path / "none.pt"),
+                       "--run-A", str(tmp_path / "none"), "--run-B", str(run)])
+    assert sorted(p.name for p in figs.iterdir()) == ["curves_B.png", "first32_B.png", "models.txt"]
+    with Image.open(figs / "first32_B.png") as im:
+        assert im.size == (8 * 66 + 2, 4 * 66 + 2)  # 4 x 8 grid of 64x64, padding 2
+    p1_figures().main(["--out", str(tmp_path / "figs2"), "--checkpoint-B", str(ck), "--run-B", str(run)])
+    a = np.asarray(Image.open(figs / "first32_B.png"), dtype=np.int16)
+    b = np.asarray(Image.open(tmp_path / "figs2" / "first32_B.png"), dtype=np.int16)
+    assert np.abs(a - b).max() <= 1
+    assert "SNDiscriminator(" in (figs / "models.txt").read_text()
+
+
+def p1_figures():
+    spec = importlib.util.spec_from_file_location("p1_figures", REPO / "scripts" / "p1_figures.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_missing_checkpoint_says_how_to_train(tmp_path, monkeypatch):
+    monkeypatch.setattr(inference, "default_checkpoint", lambda m: tmp_path / f"p1_method{m}.pt")
+    with pytest.raises(UserError, match=r"no trained method A weights .* python -m p1_gan.train --method A"):
+        inference.main([str(tmp_path / "out"), "--method", "A"])
+    with pytest.raises(UserError, match="checkpoint not found"):
+        inference.main([str(tmp_path / "out"), "--checkpoint", str(tmp_path / "x.pt")])

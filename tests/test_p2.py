@@ -1,0 +1,365 @@
+"""Problem 2: U-Net / GAN shapes, noise schedule and samplers, guidance, training, hw2_2.sh end to end."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from common.data import to_uint8
+from common.errors import UserError
+from common.training import load_checkpoint, read_jsonl
+from p2_diffusion_acgan import inference as p2inference
+from p2_diffusion_acgan import train as p2train
+from p2_diffusion_acgan.diffusion import diffusion_loss, guided_eps, sample
+from p2_diffusion_acgan.inference import Generator, default_checkpoint, digit_labels_and_names
+from p2_diffusion_acgan.model import (ACGANDiscriminator, ACGANGenerator, SAGANDiscriminator, SAGANGenerator,
+                                      SelfAttention, UNet)
+from p2_diffusion_acgan.schedulers import SAMPLERS, DDIMSampler, NoiseSchedule, make_sampler, per_image_generators
+from tests.conftest import needs_shared
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_UNET = dict(base_channels=8, channel_mults=(1, 1, 1), num_res_blocks=1, attn_levels=(2,), dropout=0.0)
+TINY_ARGS = ["--base-channels", "8", "--channel-mults", "1", "1", "1", "--dropout", "0", "--threads", "1"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One thread: on a shared 2-core machine two threads are often several times slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def tiny_unet(seed: int = 0) -> UNet:
+    """A tiny U-Net whose zero-initialised layers are randomised (as after training: eps depends on y)."""
+    torch.manual_seed(seed)
+    m = UNet(**TINY_UNET)
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.Conv2d) and not mod.weight.any():
+            torch.nn.init.normal_(mod.weight, std=0.1)
+    return m.eval()
+
+
+# ----------------------------------------------------------------------------- shapes
+def test_unet_shapes_and_null_class():
+    m = tiny_unet()
+    x = torch.randn(3, 3, 28, 28)
+    eps = m(x, torch.tensor([0, 500, 999]), torch.tensor([0, 9, 10]))  # 10 = null class
+    assert eps.shape == x.shape and torch.isfinite(eps).all()
+    assert m.class_emb.num_embeddings == 11
+    with pytest.raises(IndexError):
+        m(x, torch.tensor([0, 1, 2]), torch.tensor([0, 1, 11]))
+
+
+def test_attention_cpu_path_matches_fused_kernel():
+    torch.manual_seed(0)
+    a = SelfAttention(16)
+    torch.nn.init.normal_(a.proj.weight)
+    x = torch.randn(2, 16, 7, 7)
+    q, k, v = a.qkv(a.norm(x)).reshape(2, 3, a.heads, 4, 49).unbind(1)
+    ref = torch.nn.functional.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+    expect = x + a.proj(ref.transpose(-1, -2).reshape(2, 16, 7, 7))
+    torch.testing.assert_close(a(x), expect, atol=1e-5, rtol=1e-4)
+
+
+def test_gan_shapes_and_multi_hot_conditions():
+    z, y = torch.randn(4, 100), torch.tensor([0, 3, 7, 9])
+    for G, D, acgan in ((ACGANGenerator(channels=8), ACGANDiscriminator(channels=8), True),
+                        (SAGANGenerator(channels=8), SAGANDiscriminator(channels=8), False)):
+        x = G(z, y)
+        assert x.shape == (4, 3, 28, 28) and x.min() >= -1 and x.max() <= 1
+        if acgan:
+            adv, cls = D(x)
+            assert adv.shape == (4,) and cls.shape == (4, 10)
+        else:
+            multi = torch.zeros(4, 10)
+            multi[:, [1, 4]] = 1  # multi-hot: two classes at once
+            assert D(x, y).shape == (4,) and D(x, multi).shape == (4,)
+            assert G(z, multi).shape == (4, 3, 28, 28)
+            # the condition matters: one-hot of y equals int labels, a different condition does not
+            G.eval()
+            torch.testing.assert_close(G(z, y), G(z, torch.nn.functional.one_hot(y, 10).float()))
+            assert not torch.allclose(G(z, y), G(z, multi))
+
+
+# ----------------------------------------------------------------------------- schedule / samplers
+def test_add_noise_known_values():
+    s = NoiseSchedule(1000, "linear")
+    x0, eps = torch.rand(4, 3, 28, 28) * 2 - 1, torch.randn(4, 3, 28, 28)
+    xt = s.add_noise(x0, eps, torch.zeros(4, dtype=torch.long))
+    assert (xt - x0).abs().max() < 0.05  # alpha_bar_0 = 1 - 1e-4
+    assert math.isclose(float(s.alpha_bar[0]), 1 - 1e-4, rel_tol=1e-9)
+    t = torch.tensor([0, 10, 500, 999])
+    ab = s.alpha_bar[t].float().view(-1, 1, 1, 1)
+    torch.testing.assert_close(s.add_noise(x0, eps, t), ab.sqrt() * x0 + (1 - ab).sqrt() * eps)
+    assert float(s.alpha_bar[-1]) < 1e-4  # nearly pure noise at T
+    c = NoiseSchedule(1000, "cosine")
+    assert (c.add_noise(x0, eps, torch.zeros(4, dtype=torch.long)) - x0).abs().max() < 0.05
+
+
+def test_set_timesteps_trailing():
+    smp = DDIMSampler(NoiseSchedule(1000))
+    smp.set_timesteps(4)
+    assert smp.timesteps == [999, 749, 499, 249]
+    assert [smp.prev(t) for t in smp.timesteps] == [749, 499, 249, -1]
+    smp.set_timesteps(1000)
+    assert smp.timesteps[0] == 999 and smp.timesteps[-1] == 0 and len(set(smp.timesteps)) == 1000
+
+
+@pytest.mark.parametrize("name,steps,std_tol", [("ddpm", 1000, 0.03), ("ddpm", 100, 0.06), ("ddim", 50, 0.06),
+                                                ("dpm++2m", 20, 0.04)])
+def test_samplers_recover_gaussian_data_with_exact_eps(name, steps, std_tol):
+    """Data x0 ~ N(mu, s^2): the exact eps(x_t) is known in closed form; the sampler must give N(mu, s^2)."""
+    mu, s = 0.3, 0.5
+    sch = NoiseSchedule(1000, "linear")
+    smp = SAMPLERS[name](sch, clip_x0=False)
+    smp.set_timesteps(steps)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4000, 1, generator=g, dtype=torch.float64)
+    for t in smp.timesteps:
+        ab = sch.ab(t)
+        eps = math.sqrt(1 - ab) * (x - math.sqrt(ab) * mu) / (ab * s * s + 1 - ab)
+        x = smp.step(eps, t, x, generator=g)
+    assert abs(x.mean().item() - mu) < 0.03
+    assert abs(x.std().item() - s) < std_tol
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_sampler_deterministic_and_batch_independent(name):
+    m = tiny_unet()
+    sch = NoiseSchedule(1000)
+    y = torch.tensor([0, 3, 5, 9])
+
+    def run(lo, hi):
+        return sample(m, make_sampler(name, sch), y[lo:hi], 1.5, 6, per_image_generators(7, hi - lo, start=lo))
+
+    whole = run(0, 4)
+    torch.testing.assert_close(whole, run(0, 4), atol=0, rtol=0)  # same seeds, same images
+    parts = torch.cat([run(0, 1), run(1, 3), run(3, 4)])
+    torch.testing.assert_close(whole, parts, atol=1e-4, rtol=1e-4)  # independent of the batch
+    assert whole.shape == (4, 3, 28, 28) and whole.abs().max() <= 1
+    other = sample(m, make_sampler(name, sch), y, 1.5, 6, per_image_generators(8, 4))
+    assert (whole - other).abs().max() > 0.1  # another seed, other images
+
+
+def test_guidance_w0_is_the_conditional_prediction():
+    m = tiny_unet()
+    x, t, y = torch.randn(4, 3, 28, 28), torch.tensor([10, 200, 500, 900]), torch.tensor([1, 2, 3, 4])
+    with torch.no_grad():
+        eps_c = m(x, t, y)
+        eps_u = m(x, t, torch.full_like(y, 10))
+        torch.testing.assert_close(guided_eps(m, x, t, y, 0.0), eps_c, atol=0, rtol=0)  # shortcut path
+        torch.testing.assert_close(guided_eps(m, x, t, y, 0.0, batched=True), eps_c, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(guided_eps(m, x, t, y, 2.0), 3 * eps_c - 2 * eps_u, atol=1e-5, rtol=1e-5)
+        assert (eps_c - eps_u).abs().max() > 1e-3  # the class embedding changes the prediction
+
+
+def test_guidance_interval():
+    m, sch, y = tiny_unet(), NoiseSchedule(1000), torch.tensor([2, 8])
+
+    def run(w, interval=None):
+        return sample(m, DDIMSampler(sch), y, w, 4, per_image_generators(0, 2), guidance_interval=interval)
+
+    torch.testing.assert_close(run(3.0, (2000, 3000)), run(0.0), atol=1e-6, rtol=0)  # never applied
+    torch.testing.assert_close(run(3.0, (0, 999)), run(3.0), atol=1e-6, rtol=0)  # always applied
+    assert (run(3.0, (600, 999)) - run(3.0)).abs().max() > 1e-3  # applied at the first two steps only
+
+
+def test_guided_forward_is_one_batched_call():
+    m = tiny_unet()
+    calls = []
+    m.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    with torch.no_grad():
+        guided_eps(m, torch.randn(3, 3, 28, 28), 50, torch.tensor([1, 2, 3]), 1.0)
+    assert calls == [6]
+
+
+# ----------------------------------------------------------------------------- training
+def test_diffusion_training_steps_lower_the_loss():
+    torch.manual_seed(0)
+    m = UNet(**TINY_UNET).train()
+    sch = NoiseSchedule(1000)
+    x0 = torch.rand(16, 3, 28, 28) * 0.2 - 0.9  # dark images with a bright square per class
+    y = torch.arange(16) % 4
+    for i in range(16):
+        r = int(y[i]) * 6
+        x0[i, :, r:r + 6, r:r + 6] = 0.9
+
+    def eval_loss():
+        with torch.no_grad():
+            return diffusion_loss(m, sch, x0, y, 0.1, torch.Generator().manual_seed(123)).item()
+
+    before = eval_loss()
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        loss = diffusion_loss(m, sch, x0, y, 0.1, g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = eval_loss()
+    assert math.isfinite(after) and after < 0.8 * before, (before, after)
+
+
+def _run_train(argv):
+    assert p2train.main(argv) == 0
+
+
+def test_train_diffusion_cli_resume_and_checkpoint(tiny_digits, tmp_path):
+    run = tmp_path / "run"
+    base = ["--model", "diffusion", "--run", str(run), "--data-root", str(tiny_digits), "--batch-size", "8",
+            "--log-every", "1", "--sample-every", "0", *TINY_ARGS]
+    _run_train(base + ["--max-steps", "2"])
+    _run_train(base + ["--max-steps", "3"])  # resumes at step 2
+    steps = [r["step"] for r in read_jsonl(run / "metrics.jsonl")]
+    assert steps == [1, 2, 3]
+    with pytest.raises(UserError, match="does not match"):  # another architecture in the same run folder
+        p2train.main(base + ["--max-steps", "4", "--base-channels", "16"])
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["base_channels"] == 8 and cfg["max_steps"] == 3
+    st = load_checkpoint(run / "last.pt")
+    assert st["step"] == 3 and st["kind"] == "p2_diffusion_train"
+    slim = load_checkpoint(run / "model.pt")
+    assert slim["kind"] == "p2_diffusion" and all(v.dtype == torch.float16 for v in slim["model"].values()
+                                                  if v.is_floating_point())
+
+
+@pytest.mark.parametrize("model", ["acgan", "sagan"])
+def test_train_gan_losses_finite_and_changing(model, tiny_digits, tmp_path):
+    run = tmp_path / model
+    _run_train(["--model", model, "--run", str(run), "--data-root", str(tiny_digits), "--batch-size", "8",
+                "--g-channels", "8", "--d-channels", "8", "--max-steps", "4", "--log-every", "1",
+                "--sample-every", "4", "--threads", "1"])
+    recs = [r for r in read_jsonl(run / "metrics.jsonl") if r.get("kind") == "train"]
+    assert [r["step"] for r in recs] == [1, 2, 3, 4]
+    for key in ("loss_D", "loss_G"):
+        vals = [r[key] for r in recs]
+        assert all(math.isfinite(v) for v in vals) and len(set(vals)) > 1
+    if model == "acgan":
+        assert all(math.isfinite(r["aux_D"]) for r in recs)
+    assert (run / "samples" / "step_0000004.png").is_file()
+    ck = load_checkpoint(run / "model.pt")
+    assert ck["config"]["arch"] == model
+
+
+# ----------------------------------------------------------------------------- inference
+def _hw2_2(*args, **kw):
+    env = {**os.environ, "PYTHON": sys.executable}
+    return subprocess.run(["bash", str(REPO / "hw2_2.sh"), *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=300, **kw)
+
+
+def _check_outputs(out: Path):
+    _, names = digit_labels_and_names()
+    files = sorted(os.listdir(out))
+    assert len(files) == 1000 and set(files) == set(names)
+    assert "0_001.png" in files and "9_100.png" in files
+    for n in ("0_001.png", "5_050.png", "9_100.png"):
+        with Image.open(out / n) as im:
+            assert im.size == (28, 28) and im.mode == "RGB"
+
+
+def test_hw2_2_end_to_end_diffusion(tiny_digits, tmp_path):
+    run = tmp_path / "run"
+    _run_train(["--run", str(run), "--data-root", str(tiny_digits), "--batch-size", "8", "--max-steps", "2",
+                "--sample-every", "0", "--sample-steps", "2", *TINY_ARGS])
+    out = tmp_path / "out" / "nested"  # created by the script
+    r = _hw2_2(out, "--checkpoint", run / "model.pt", "--threads", "1", "--steps", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    _check_outputs(out)
+    # the full training state (last.pt, fp32 EMA) gives the same images as the shipped fp16 model.pt
+    y, gens = torch.tensor([0, 7]), lambda: per_image_generators(0, 2)
+    a = Generator(load_checkpoint(run / "last.pt")).generate(y, gens(), sampler="ddpm", steps=3, guidance=0.5)
+    b = Generator(load_checkpoint(run / "model.pt")).generate(y, gens(), sampler="ddpm", steps=3, guidance=0.5)
+    torch.testing.assert_close(a, b, atol=2e-2, rtol=0)
+    # 7_001.png is image 700 of the seeded run: generating it alone gives the same pixels
+    alone = Generator(load_checkpoint(run / "model.pt")).generate(torch.tensor([7]), per_image_generators(0, 1, start=700),
+                                                                  steps=1)
+    png = torch.from_numpy(np.array(Image.open(out / "7_001.png"))).permute(2, 0, 1)
+    assert (png.int() - to_uint8(alone[0]).int()).abs().max() <= 1
+    # report figures from the same checkpoint
+    spec = importlib.util.spec_from_file_location("p2_figures", REPO / "scripts" / "p2_figures.py")
+    fig = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fig)
+    figs = tmp_path / "figs"
+    missing = tmp_path / "none.pt"
+    with pytest.raises(UserError, match="none.pt"):
+        fig.main(["--out", str(figs), "--diffusion", str(run / "model.pt"), "--acgan", str(missing)])
+    fig.main(["--out", str(figs), "--diffusion", str(run / "model.pt"), "--steps", "5"])
+    with Image.open(figs / "grid_diffusion.png") as im:
+        assert im.size == (10 * 30 + 2, 10 * 30 + 2)  # 10x10 tiles of 28 + 2 px padding
+    assert (figs / "reverse_process.png").is_file()
+    gen = Generator(load_checkpoint(run / "model.pt"))
+    assert fig.reverse_process_figure(gen, figs / "r.png", "ddim", 5) == [1000, 800, 600, 400, 200, 0]
+    assert "UNet(" in (figs / "architecture_diffusion.txt").read_text()
+    assert "SAGANAttention" in (figs / "architecture_sagan.txt").read_text()
+
+
+def test_hw2_2_end_to_end_acgan_and_errors(tiny_digits, tmp_path):
+    run = tmp_path / "acgan"
+    _run_train(["--model", "acgan", "--run", str(run), "--data-root", str(tiny_digits), "--batch-size", "8",
+                "--g-channels", "8", "--d-channels", "8", "--max-steps", "2", "--sample-every", "0", "--threads", "1"])
+    out = tmp_path / "out"
+    r = _hw2_2(out, "--model", "acgan", "--checkpoint", run / "model.pt", "--threads", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    _check_outputs(out)
+    first = (out / "4_010.png").read_bytes()
+    assert p2inference.main([str(tmp_path / "again"), "--checkpoint", str(run / "model.pt"), "--batch-size", "300"]) == 0
+    assert (tmp_path / "again" / "4_010.png").read_bytes() == first  # fixed per-image seeds, any batch size
+    # the shared GAN loop's full training state also works
+    assert p2inference.main([str(tmp_path / "from_last"), "--model", "acgan", "--checkpoint", str(run / "last.pt")]) == 0
+    # wrong model / missing checkpoint: one line, exit 2
+    r = _hw2_2(tmp_path / "x", "--model", "sagan", "--checkpoint", run / "model.pt")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "acgan" in r.stderr
+    with pytest.raises(UserError, match="nope.pt"):
+        p2inference.main([str(tmp_path / "x"), "--checkpoint", str(tmp_path / "nope.pt")])
+
+
+def test_default_checkpoint_choice(tmp_path):
+    with pytest.raises(UserError, match="python -m p2_diffusion_acgan.train --model diffusion"):
+        default_checkpoint(None, tmp_path)
+    path, hint = default_checkpoint("sagan", tmp_path)
+    assert path == tmp_path / "p2_sagan.pt" and "--model sagan" in hint
+    for m, acc in (("acgan", 0.99), ("sagan", 0.995)):
+        (tmp_path / f"p2_{m}.pt").write_bytes(b"x")
+        (tmp_path / f"p2_{m}.json").write_text(json.dumps({"accuracy": acc}))
+    assert default_checkpoint(None, tmp_path)[0].name == "p2_sagan.pt"
+    (tmp_path / "p2_diffusion.pt").write_bytes(b"x")  # no metrics JSON: ranks below measured ones
+    assert default_checkpoint(None, tmp_path)[0].name == "p2_sagan.pt"
+    (tmp_path / "p2_diffusion.json").write_text(json.dumps({"accuracy": 0.995}))  # tie: diffusion first
+    assert default_checkpoint(None, tmp_path)[0].name == "p2_diffusion.pt"
+
+
+def test_dry_run_smoke(tiny_digits, tmp_path):
+    run = tmp_path / "dry"
+    _run_train(["--dry-run", "--run", str(run), "--data-root", str(tiny_digits), *TINY_ARGS])
+    assert load_checkpoint(run / "last.pt")["step"] == 2
+    assert json.loads((run / "config.json").read_text())["max_images"] == 256
+
+
+def test_bad_user_input_is_one_line_error(tiny_digits, tmp_path):
+    with pytest.raises(UserError, match="sampler"):
+        p2train.main(["--run", str(tmp_path / "r"), "--data-root", str(tiny_digits), "--sampler", "euler"])
+    with pytest.raises(UserError, match="missing"):
+        p2train.main(["--run", str(tmp_path / "r"), "--data-root", str(tmp_path / "missing")])
+    with pytest.raises(UserError, match="steps"):
+        p2inference.main([str(tmp_path / "o"), "--steps", "0"])
+
+
+@needs_shared("evaluators", "Classifier.pth")
+def test_eval_hook_reports_accuracy():
+    from p2_diffusion_acgan.evaluate import gan_eval_fn
+    torch.manual_seed(0)
+    G = ACGANGenerator(channels=8).eval()
+    r = gan_eval_fn(G, 0)
+    assert 0 <= r["accuracy"] <= 1 and 0 <= r["worst_digit_acc"] <= r["accuracy"]
