@@ -93,7 +93,7 @@ from torch import nn
 
 from .data import to_float
 from .errors import UserError
-from .training import (CHECKPOINT_VERSION, EMA, GracefulStop, MetricsLog, NonFiniteLoss, atomic_torch_save,
+from .training import (CHECKPOINT_VERSION, EMA, load_states, GracefulStop, MetricsLog, NonFiniteLoss, atomic_torch_save,
                        atomic_write_json, check_finite, float_state_dict, half_state_dict, load_checkpoint,
                        pick_device, rng_state, seed_everything, set_rng_state)
 
@@ -510,16 +510,10 @@ def train_gan(G: nn.Module, D: nn.Module, data: Iterable | Callable[[int], Itera
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if last_path.is_file():
         ck = load_checkpoint(last_path)
-        try:
-            G.load_state_dict(ck["G"])
-            D.load_state_dict(ck["D"])
-            if ema is not None and ck.get("ema") is not None:
-                ema.load_state_dict(ck["ema"])
-            opt_G.load_state_dict(ck["opt_G"])
-            opt_D.load_state_dict(ck["opt_D"])
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise UserError(f"{last_path} does not match this model/config ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:150]}); use another run folder") from None
+        pairs = [(G, "G"), (D, "D"), (opt_G, "opt_G"), (opt_D, "opt_D")]
+        if ema is not None and ck.get("ema") is not None:
+            pairs.insert(2, (ema, "ema"))
+        load_states(last_path, ck, pairs, "use another run folder")
         if scaler is not None and ck.get("scaler"):
             scaler.load_state_dict(ck["scaler"])
         set_rng_state(ck["rng"])

@@ -145,6 +145,17 @@ def load_checkpoint(path: str | os.PathLike, hint: str = "") -> dict:
         raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
 
 
+def load_states(path: str | os.PathLike, ckpt: dict, pairs: list[tuple[Any, str]], advice: str) -> None:
+    """``obj.load_state_dict(ckpt[key])`` for each ``(obj, key)``; a missing key or mismatch is one
+    ``UserError`` naming ``path`` and ending with ``advice``."""
+    try:
+        for obj, key in pairs:
+            obj.load_state_dict(ckpt[key])
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise UserError(f"{path} does not match this model/config ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:150]}); {advice}") from None
+
+
 def half_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """fp16 copy of float tensors (for shipped weights); other tensors unchanged."""
     return {k: (v.half() if v.is_floating_point() else v) for k, v in sd.items()}

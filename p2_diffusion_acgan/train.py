@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from common.data import TensorBatches, digit_dataset, to_float
 from common.errors import UserError, cli_main
-from common.training import (CHECKPOINT_VERSION, EMA, GracefulStop, MetricsLog, add_config_args, atomic_torch_save,
+from common.training import (CHECKPOINT_VERSION, EMA, load_states, GracefulStop, MetricsLog, add_config_args, atomic_torch_save,
                              atomic_write_json, check_finite, config_from_args, config_from_dict, count_params,
                              half_state_dict, load_checkpoint, pick_device, rng_state, seed_everything,
                              set_rng_state)
@@ -100,13 +100,7 @@ def train_diffusion(cfg: DiffusionConfig, run_dir: str | Path,
         st = load_checkpoint(last, "delete it to start over")
         if st.get("kind") != "p2_diffusion_train":
             raise UserError(f"{last} is not a diffusion training state (kind {st.get('kind')!r}); use another --run")
-        try:
-            model.load_state_dict(st["model"])
-            ema.load_state_dict(st["ema"])
-            opt.load_state_dict(st["opt"])
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise UserError(f"{last} does not match this config ({type(e).__name__}: {str(e).splitlines()[0][:150]}); "
-                            f"use another --run") from None
+        load_states(last, st, [(model, "model"), (ema, "ema"), (opt, "opt")], "use another --run")
         scaler.load_state_dict(st["scaler"])
         batches.generator.set_state(st["batch_rng"])
         noise_gen.set_state(st["noise_rng"])
