@@ -52,9 +52,10 @@ class LeNet(nn.Module):
 
 
 def load_classifier(path: str | os.PathLike | None = None) -> LeNet:
-    """LeNet from a checkpoint dict with ``state_dict`` (default: ../shared/evaluators/Classifier.pth)."""
+    """LeNet from a checkpoint dict with ``state_dict`` (default: $HW2_CLASSIFIER, else
+    ../shared/evaluators/Classifier.pth)."""
     if path is None:
-        path = DEFAULT_CLASSIFIER
+        path = Path(os.environ.get("HW2_CLASSIFIER") or DEFAULT_CLASSIFIER)
         if not path.is_file():
             raise UserError(f"digit classifier not found at {path}: pass --classifier PATH "
                             f"(the course's Classifier.pth)")

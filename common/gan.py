@@ -139,6 +139,7 @@ class GANConfig:
     best_mode: str = "min"
     ckpt_every: int = 1000
     ckpt_minutes: float = 5.0
+    snapshot_every: int = 0  # >0: also keep the shipped form (G / EMA, fp16) every N steps in snapshots/
 
 
 def validate_config(cfg: GANConfig) -> list[str]:
@@ -420,12 +421,18 @@ def export_generator(run_ckpt: str | Path, out: str | Path, metrics: dict | None
                      fp16: bool = True) -> dict:
     """Write the shipped form of a run checkpoint: config + generator (EMA) weights (+ a JSON beside it)."""
     ck = load_checkpoint(run_ckpt, "a run folder's last.pt or best.pt")
+    return export_state(ck, out, metrics, fp16, source=str(run_ckpt))
+
+
+def export_state(ck: dict, out: str | Path, metrics: dict | None = None, fp16: bool = True,
+                 source: str = "") -> dict:
+    """``export_generator`` for a checkpoint dict already in memory (also used for training snapshots)."""
     sd = generator_state_dict(ck)
     info = {"version": CHECKPOINT_VERSION, "config": ck["config"], "step": int(ck.get("step", 0)),
             "metrics": {**(ck.get("best") or {}), **(metrics or {})}}
     atomic_torch_save({**info, "model": half_state_dict(sd) if fp16 else sd}, out)
     atomic_write_json(Path(out).with_suffix(".json"),
-                      {**info, "source": str(run_ckpt), "weights": "fp16" if fp16 else "fp32",
+                      {**info, "source": source, "weights": "fp16" if fp16 else "fp32",
                        "ema": ck.get("ema") is not None})
     return info
 
@@ -635,6 +642,12 @@ def train_gan(G: nn.Module, D: nn.Module, data: Iterable | Callable[[int], Itera
                 sample_grid()
             if eval_fn is not None and cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == cfg.max_steps):
                 last_eval = evaluate()
+            if cfg.snapshot_every > 0 and step % cfg.snapshot_every == 0:
+                if ema is not None:
+                    refresh_ema_bn()
+                export_state({"config": dataclasses.asdict(cfg), "step": step, "G": G.state_dict(),
+                              "ema": ema.state_dict() if ema else None},
+                             run_dir / "snapshots" / f"step_{step:07d}.pt", source=f"{run_dir.name} step {step}")
             if (cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0) or \
                     time.time() - t_ckpt > cfg.ckpt_minutes * 60:
                 atomic_torch_save(state(), last_path)

@@ -1,0 +1,252 @@
+"""Pack the training data for a lent GPU (which receives at most 64 MiB per call) and unpack it there.
+
+    python scripts/gpu_pack.py pack faces  --data hw2_data --out carry/faces    # ~48 MB (38,464 faces)
+    python scripts/gpu_pack.py pack digits --data hw2_data --out carry/digits   # ~24 MB (mnistm train)
+    python scripts/gpu_pack.py unpack carry/faces --data hw2_data               # on the GPU machine
+
+A pack is one .npz of WebP images (lossy, ``--quality``, default 85 for faces, 90 for
+digits: the face JPEGs average 3.3 KB and would not fit) plus the split's csv for digits. Unpacking
+writes lossless PNGs in the official layout (``face/train/NAME.png``,
+``digits/mnistm/data/NAME`` + ``train.csv``), so every training script runs unchanged on them. Trained
+numbers are always measured here on the original data, never on the re-encoded copy.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import sys
+import tarfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common.errors import DataError, UserError, cli_main  # noqa: E402
+
+KINDS = {"faces": 85, "digits": 90}
+
+
+def _encode(args: tuple[str, int]) -> bytes:
+    from PIL import Image
+    path, quality = args
+    buf = io.BytesIO()
+    with Image.open(path) as im:
+        im.convert("RGB").save(buf, "WEBP", quality=quality, method=4)
+    return buf.getvalue()
+
+
+def _decode(args: tuple[bytes, str]) -> None:
+    from PIL import Image
+    data, out = args
+    with Image.open(io.BytesIO(data)) as im:
+        im.convert("RGB").save(out, "PNG", compress_level=1)
+
+
+def _sources(kind: str, data: Path, limit: int | None) -> tuple[list[tuple[str, Path]], bytes | None]:
+    """[(name in the pack, source file)], the csv's bytes (digits; its first ``limit`` rows) or None."""
+    if kind == "faces":
+        d = data / "face" / "train"
+        if not d.is_dir():
+            raise DataError(f"face training folder not found: {d} (run: bash hw2_download.sh)")
+        files = sorted(p for p in d.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        files = files[:limit] if limit else files
+        if not files:
+            raise DataError(f"no images in {d}")
+        return [(p.stem + ".png", p) for p in files], None
+    root = data / "digits" / "mnistm"
+    table = root / "train.csv"
+    if not table.is_file():
+        raise DataError(f"mnistm train.csv not found: {table} (run: bash hw2_download.sh)")
+    with open(table, newline="") as f:
+        rows = list(csv.reader(f))
+    header, rows = rows[0], rows[1:]
+    if "image_name" not in header:
+        raise DataError(f"{table}: no image_name column")
+    rows = rows[:limit] if limit else rows
+    i = header.index("image_name")
+    raw = table.read_bytes().splitlines(keepends=True)
+    return [(r[i], root / "data" / r[i]) for r in rows], b"".join(raw[:len(rows) + 1])
+
+
+def pack(kind: str, data: Path, out: Path, quality: int | None = None, limit: int | None = None,
+         classifier: Path | None = None, workers: int | None = None) -> Path:
+    """Write ``out/<kind>.npz``: the WebP bytes end to end + offsets + names (a tar would add 1 KB of
+    header and padding per image, doubling the size), train.csv for digits and, given, the classifier."""
+    import numpy as np
+    from tqdm import tqdm
+    if kind not in KINDS:
+        raise UserError(f"unknown pack kind {kind!r} (faces or digits)")
+    q = quality or KINDS[kind]
+    items, rows = _sources(kind, data, limit)
+    missing = [str(p) for _, p in items if not p.is_file()]
+    if missing:
+        raise DataError(f"{len(missing)} listed images are missing, e.g. {missing[0]}")
+    extra = {}
+    if rows is not None:
+        extra["train_csv"] = np.frombuffer(rows, np.uint8)
+    if classifier is not None:
+        if not classifier.is_file():
+            raise DataError(f"classifier not found: {classifier}")
+        extra["classifier"] = np.frombuffer(classifier.read_bytes(), np.uint8)
+    with ProcessPoolExecutor(workers or os.cpu_count()) as ex:
+        blobs = list(tqdm(ex.map(_encode, [(str(p), q) for _, p in items], chunksize=256), total=len(items),
+                          desc=f"pack {kind}", mininterval=2))
+    offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
+    out.mkdir(parents=True, exist_ok=True)
+    final = out / f"{kind}.npz"
+    tmp = out / f".{kind}.tmp.npz"
+    np.savez(tmp, blob=np.frombuffer(b"".join(blobs), np.uint8), offsets=offsets,
+             names=np.array([n for n, _ in items]), **extra)
+    os.replace(tmp, final)
+    print(f"wrote {final}: {len(items)} images, {final.stat().st_size / 2**20:.1f} MiB (WebP q{q})")
+    return final
+
+
+def _add(tar: tarfile.TarFile, name: str, blob: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(blob)
+    tar.addfile(info, io.BytesIO(blob))
+
+
+def unpack(pack_dir: Path, data: Path, workers: int | None = None) -> str:
+    """Decode a pack folder's npz into the official layout under ``data``; returns the kind."""
+    import numpy as np
+    packs = sorted(pack_dir.glob("*.npz"))
+    if len(packs) != 1 or packs[0].stem not in KINDS:
+        raise DataError(f"{pack_dir}: expected exactly one faces.npz or digits.npz")
+    kind = packs[0].stem
+    img_dir = data / "face" / "train" if kind == "faces" else data / "digits" / "mnistm" / "data"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    z = np.load(packs[0])
+    blob, off, names = z["blob"].tobytes(), z["offsets"], [str(n) for n in z["names"]]
+    jobs = [(blob[off[i]:off[i + 1]], str(img_dir / (Path(n).stem + ".png"))) for i, n in enumerate(names)]
+    with ProcessPoolExecutor(workers or os.cpu_count()) as ex:
+        list(ex.map(_decode, jobs, chunksize=256))
+    if "train_csv" in z:
+        (data / "digits" / "mnistm" / "train.csv").write_bytes(z["train_csv"].tobytes())
+    if "classifier" in z:
+        (pack_dir / "Classifier.pth").write_bytes(z["classifier"].tobytes())
+    print(f"unpacked {len(jobs)} {kind} images into {img_dir}")
+    return kind
+
+
+# what one device call can bring back through $OUT: 8 files of 16 MiB, 64 MiB together
+MAX_FILES, MAX_BYTES, MAX_TOTAL = 8, int(15.5 * 2**20), 62 * 2**20
+
+
+def _bundle_items(runs: Path) -> list[Path]:
+    """Files worth bringing back, most important first: logs/metrics/configs and the newest sample
+    grid of every run, the problem-2 models, then problem-1 snapshots newest first (B before A)."""
+    small = [p for p in sorted(runs.rglob("*")) if p.is_file() and (
+        p.suffix in (".log", ".jsonl", ".json") or p.name in ("end_at", "pids")) and "cache" not in p.parts]
+    grids = []
+    for d in sorted(q for q in runs.iterdir() if q.is_dir()):
+        pngs = sorted((d / "samples").glob("*.png"))
+        grids += pngs[-1:]
+    models = sorted(runs.glob("p2_*/model.pt"))
+    snaps = {m: sorted((runs / f"p1_{m}" / "snapshots").glob("step_*.pt"), reverse=True) for m in "BA"}
+    order = [p for pair in zip(snaps["B"], snaps["A"]) for p in pair]
+    longer = snaps["B"] if len(snaps["B"]) > len(snaps["A"]) else snaps["A"]
+    order += longer[min(len(snaps["A"]), len(snaps["B"])):]
+    return small + grids + models + order
+
+
+def bundle(runs: Path, out: Path, max_files: int = MAX_FILES, max_bytes: int = MAX_BYTES,
+           max_total: int = MAX_TOTAL, skip: int = 0) -> list[Path]:
+    """Pack ``runs`` into at most ``max_files`` tars of at most ``max_bytes`` each and ``max_total``
+    together (first fit, in order of importance); what does not fit is named in left_out.txt inside
+    the first tar and printed. ``skip`` > 0 leaves out the first ``skip`` items of that order, so a
+    second call brings back what the first one left out (``bundle --skip N``, N printed by the first)."""
+    if not runs.is_dir():
+        raise DataError(f"run folder not found: {runs}")
+    bins: list[list[Path]] = []
+    sizes: list[int] = []
+    left: list[str] = []
+    items = _bundle_items(runs)[skip:]
+    for p in items:  # once one item does not fit, the rest is left out too (so --skip can resume)
+        n = p.stat().st_size + 1024
+        if left or sum(sizes) + n + 4096 > max_total:
+            left.append(str(p.relative_to(runs)))
+            continue
+        for i, used in enumerate(sizes):
+            if used + n <= max_bytes:
+                bins[i].append(p)
+                sizes[i] += n
+                break
+        else:
+            if len(bins) < max_files and n <= max_bytes - 4096:
+                bins.append([p])
+                sizes.append(n + 4096)
+            else:
+                left.append(str(p.relative_to(runs)))
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, files in enumerate(bins):
+        path = out / f"bundle_{i}.tar"
+        with tarfile.open(path, "w") as tar:
+            for p in files:
+                tar.add(p, arcname=str(p.relative_to(runs)))
+            if i == 0 and left:
+                _add(tar, "left_out.txt", ("\n".join(left) + "\n").encode())
+        written.append(path)
+        print(f"{path}: {len(files)} files, {path.stat().st_size / 2**20:.1f} MiB")
+    if left:
+        print(f"left out ({len(left)}): {', '.join(left)}")
+        print(f"bring them back with another call: gpu_pack.py bundle {runs} OUT --skip {skip + len(items) - len(left)}"
+              " (after the items above, in the same order)")
+    return written
+
+
+def extract(bundles: Path, dest: Path) -> int:
+    """Unpack every bundle_*.tar of ``bundles`` into ``dest``; returns the number of files."""
+    tars = sorted(bundles.glob("bundle_*.tar"))
+    if not tars:
+        raise DataError(f"no bundle_*.tar in {bundles}")
+    n = 0
+    for t in tars:
+        with tarfile.open(t) as tar:
+            members = [m for m in tar.getmembers() if m.isfile() and not m.name.startswith(("/", "..")) and ".." not in m.name]
+            tar.extractall(dest, members=members, filter="data")
+            n += len(members)
+    print(f"extracted {n} files into {dest}")
+    return n
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python scripts/gpu_pack.py", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("pack")
+    a.add_argument("kind", choices=sorted(KINDS))
+    a.add_argument("--data", default="hw2_data")
+    a.add_argument("--out", required=True)
+    a.add_argument("--quality", type=int, default=None)
+    a.add_argument("--limit", type=int, default=None, help="first N images only (tests)")
+    a.add_argument("--classifier", default=None, help="also pack the course classifier (evaluation only)")
+    b = sub.add_parser("unpack")
+    b.add_argument("pack_dir")
+    b.add_argument("--data", default="hw2_data")
+    c = sub.add_parser("bundle", help="on the GPU machine: runs folder -> at most 8 tars of 15.5 MiB in OUT")
+    c.add_argument("runs")
+    c.add_argument("out")
+    c.add_argument("--skip", type=int, default=0, help="leave out the first N items (a second call's share)")
+    e = sub.add_parser("bundle-extract", help="here: unpack the bundles a device call brought back")
+    e.add_argument("bundles")
+    e.add_argument("dest")
+    args = p.parse_args(argv)
+    if args.cmd == "bundle":
+        bundle(Path(args.runs), Path(args.out), skip=args.skip)
+    elif args.cmd == "bundle-extract":
+        extract(Path(args.bundles), Path(args.dest))
+    elif args.cmd == "pack":
+        pack(args.kind, Path(args.data), Path(args.out), args.quality, args.limit,
+             Path(args.classifier) if args.classifier else None)
+    else:
+        unpack(Path(args.pack_dir), Path(args.data))
+    return 0
+
+
+if __name__ == "__main__":
+    cli_main(main)

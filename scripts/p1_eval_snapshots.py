@@ -1,0 +1,74 @@
+"""FID and face score of problem-1 generator checkpoints, exactly as graded: hw2_1's 1000 PNGs
+(seed 0) -> ``common.evaluate`` (FID vs face/val, pytorch-fid convention; face score with dlib HOG).
+
+    python scripts/p1_eval_snapshots.py runs/gpu_h200/p1_B/snapshots/step_00{09,12,15}000.pt
+    python scripts/p1_eval_snapshots.py checkpoints/p1_methodA.pt --out runs/p1_eval.jsonl
+
+One JSON line per checkpoint is appended to ``--out`` (default: ``snapshot_eval.jsonl`` beside the
+first checkpoint) and a table is printed; already-evaluated checkpoints (same path and size) are
+skipped, so an interrupted run resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common.errors import UserError, cli_main  # noqa: E402
+from common.training import read_jsonl  # noqa: E402
+
+
+def evaluate_checkpoint(ckpt: Path, val: Path, n: int = 1000, face: bool = True) -> dict:
+    from common.fid import fid_from_folders
+    from p1_gan.inference import main as generate_main
+    with tempfile.TemporaryDirectory(prefix="p1_eval_") as tmp:
+        t0 = time.time()
+        generate_main([tmp, "--checkpoint", str(ckpt), "--n", str(n), "--device", "cpu"])
+        rec = {"checkpoint": str(ckpt), "size": ckpt.stat().st_size, "n": n, "generate_s": round(time.time() - t0, 1)}
+        rec["fid"] = fid_from_folders(tmp, val, device="cpu", progress=True)
+        if face:
+            from common.face_score import face_score
+            rec["face_score"] = face_score(tmp).percent
+    return rec
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python scripts/p1_eval_snapshots.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("--data", default="hw2_data/face", help="face folder holding val/")
+    p.add_argument("--out", default=None)
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--no-face", action="store_true")
+    a = p.parse_args(argv)
+    cks = [Path(c) for c in a.checkpoints]
+    for c in cks:
+        if not c.is_file():
+            raise UserError(f"checkpoint not found: {c}")
+    val = Path(a.data) / "val"
+    if not val.is_dir():
+        raise UserError(f"face val folder not found: {val} (run: bash hw2_download.sh)")
+    out = Path(a.out) if a.out else cks[0].parent / "snapshot_eval.jsonl"
+    done = {(r["checkpoint"], r["size"]): r for r in (read_jsonl(out) if out.is_file() else [])}
+    rows = []
+    for c in cks:
+        r = done.get((str(c), c.stat().st_size))
+        if r is None:
+            r = evaluate_checkpoint(c, val, a.n, face=not a.no_face)
+            with open(out, "a") as f:
+                f.write(json.dumps(r) + "\n")
+        rows.append(r)
+        print(f"{c}: FID {r['fid']:.2f}" + (f", face score {r['face_score']:.1f} %" if "face_score" in r else ""),
+              flush=True)
+    best = min(rows, key=lambda r: r["fid"])
+    print(f"best FID: {best['checkpoint']} ({best['fid']:.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    cli_main(main)
