@@ -157,8 +157,8 @@ def load_states(path: str | os.PathLike, ckpt: dict, pairs: list[tuple[Any, str]
 
 
 def half_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """fp16 copy of float tensors (for shipped weights); other tensors unchanged."""
-    return {k: (v.half() if v.is_floating_point() else v) for k, v in sd.items()}
+    """fp16 CPU copy of float tensors (for shipped weights: loadable without a GPU); others moved to the CPU."""
+    return {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()) for k, v in sd.items()}
 
 
 def float_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

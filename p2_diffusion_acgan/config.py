@@ -42,6 +42,7 @@ class DiffusionConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.9995
     max_steps: int = 40000
+    init_from: str = ""  # start a NEW run from a shipped/model.pt's (EMA) weights, e.g. to go on training on the CPU
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # CPU threads for torch (0: torch's default); 1 is fastest on a busy 2-core CPU

@@ -107,6 +107,17 @@ def train_diffusion(cfg: DiffusionConfig, run_dir: str | Path,
         set_rng_state(st["rng"])
         step = int(st["step"])
         print(f"resumed {last} at step {step}")
+    elif cfg.init_from:
+        init = load_checkpoint(cfg.init_from, "a p2_diffusion model.pt / shipped checkpoint")
+        if init.get("kind") != "p2_diffusion" or "model" not in init:
+            raise UserError(f"{cfg.init_from} is not a diffusion model checkpoint (kind {init.get('kind')!r})")
+        sd = {k: v.float() for k, v in init["model"].items()}
+        try:
+            model.load_state_dict(sd)
+            ema.module.load_state_dict(sd)
+        except RuntimeError as e:
+            raise UserError(f"{cfg.init_from} does not fit this U-Net config: {str(e).splitlines()[0]}") from None
+        print(f"initialised from {cfg.init_from} (its step {init.get('step')}; this run counts from 0)")
     atomic_write_json(run / "config.json", dataclasses.asdict(cfg))
 
     def save() -> None:

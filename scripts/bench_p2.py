@@ -85,9 +85,10 @@ def train_speed(model: str, dev: torch.device, batch: int, steps: int) -> tuple[
     return n_real / _timed(step, dev, steps), count_params(G) + count_params(D)
 
 
-def load_or_default(model: str, dev: torch.device) -> tuple[Generator | None, torch.nn.Module, bool]:
+def load_or_default(model: str, dev: torch.device, ckpt_dir: Path = CHECKPOINT_DIR
+                    ) -> tuple[Generator | None, torch.nn.Module, bool]:
     """(Generator of the shipped checkpoint or None, network for timing, is_trained)."""
-    path = CHECKPOINT_DIR / f"p2_{model}.pt"
+    path = Path(ckpt_dir) / f"p2_{model}.pt"
     if path.is_file():
         gen = Generator(load_checkpoint(path), dev)
         return gen, gen.net, True
@@ -126,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--fid", action="store_true", help="also FID vs mnistm val of every generated set (slow on a CPU)")
     p.add_argument("--data-root", default="hw2_data", help="for the FID reference (mnistm val)")
     p.add_argument("--out", default="/tmp/bench_p2")
+    p.add_argument("--checkpoints", default=str(CHECKPOINT_DIR), help="folder with p2_<model>.pt")
     args = p.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -157,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return f"{fid_vs_val(x, args.data_root, fast=True):.2f}"
     y_all, _ = digit_labels_and_names()
     for m in ("acgan", "sagan"):
-        gen, net, trained = load_or_default(m, dev)
+        gen, net, trained = load_or_default(m, dev, args.checkpoints)
         if gen is not None:  # a GAN makes 1000 images in seconds: always measured
             t0 = time.perf_counter()
             x, y, _ = generate_all(gen, batch_size=bs, progress=False)
@@ -170,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             acc = f = "n/a (untrained)"
         print(f"| {m} | - | 1 | - | {secs:.1f} | {acc} | {f} |", flush=True)
 
-    gen, net, trained = load_or_default("diffusion", dev)
+    gen, net, trained = load_or_default("diffusion", dev, args.checkpoints)
     w = args.guidance if args.guidance is not None else (gen.diff_cfg.guidance if gen else 2.0)
     probe = min(args.probe_batch, 1000)
     xb = torch.randn(probe, 3, 28, 28, device=dev)

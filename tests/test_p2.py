@@ -316,6 +316,13 @@ def test_hw2_2_end_to_end_acgan_and_errors(tiny_digits, tmp_path):
     first = (out / "4_010.png").read_bytes()
     assert p2inference.main([str(tmp_path / "again"), "--checkpoint", str(run / "model.pt"), "--batch-size", "300"]) == 0
     assert (tmp_path / "again" / "4_010.png").read_bytes() == first  # fixed per-image seeds, any batch size
+    # truncation scales the same noise: psi = 1 is the default, another psi changes the images
+    assert p2inference.main([str(tmp_path / "t1"), "--checkpoint", str(run / "model.pt"), "--truncation", "1"]) == 0
+    assert (tmp_path / "t1" / "4_010.png").read_bytes() == first
+    assert p2inference.main([str(tmp_path / "t5"), "--checkpoint", str(run / "model.pt"), "--truncation", "0.5"]) == 0
+    assert (tmp_path / "t5" / "4_010.png").read_bytes() != first
+    with pytest.raises(UserError, match="truncation"):
+        p2inference.main([str(tmp_path / "x"), "--checkpoint", str(run / "model.pt"), "--truncation", "0"])
     # the shared GAN loop's full training state also works
     assert p2inference.main([str(tmp_path / "from_last"), "--model", "acgan", "--checkpoint", str(run / "last.pt")]) == 0
     # wrong model / missing checkpoint: one line, exit 2
@@ -363,3 +370,21 @@ def test_eval_hook_reports_accuracy():
     G = ACGANGenerator(channels=8).eval()
     r = gan_eval_fn(G, 0)
     assert 0 <= r["accuracy"] <= 1 and 0 <= r["worst_digit_acc"] <= r["accuracy"]
+
+
+def test_init_from_starts_a_new_run_from_shipped_weights(tiny_digits, tmp_path):
+    base = ["--model", "diffusion", "--data-root", str(tiny_digits), "--batch-size", "8", "--sample-every", "0",
+            *TINY_ARGS]
+    _run_train(base + ["--run", str(tmp_path / "a"), "--max-steps", "2"])
+    shipped = load_checkpoint(tmp_path / "a" / "model.pt")
+    _run_train(base + ["--run", str(tmp_path / "b"), "--max-steps", "1", "--init-from", str(tmp_path / "a" / "model.pt"),
+                       "--lr", "0"])  # lr 0: the weights stay the initial ones
+    got = load_checkpoint(tmp_path / "b" / "model.pt")
+    assert got["step"] == 1
+    for k, v in shipped["model"].items():
+        assert torch.equal(v, got["model"][k]), k
+    with pytest.raises(UserError, match="does not fit"):
+        p2train.main(base + ["--run", str(tmp_path / "c"), "--max-steps", "1", "--base-channels", "16",
+                             "--init-from", str(tmp_path / "a" / "model.pt")])
+    with pytest.raises(UserError, match="not a diffusion model"):
+        p2train.main(base + ["--run", str(tmp_path / "d"), "--max-steps", "1", "--init-from", str(tmp_path / "a" / "last.pt")])

@@ -72,3 +72,13 @@ def test_graceful_stop_sets_flag():
     with GracefulStop() as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.requested
+
+
+def test_half_state_dict_is_fp16_on_cpu_and_keeps_integers():
+    from common.training import half_state_dict
+    sd = {"w": torch.randn(3, requires_grad=True), "n": torch.tensor(7)}
+    if torch.cuda.is_available():
+        sd["g"] = torch.randn(2, device="cuda")
+    out = half_state_dict(sd)
+    assert out["w"].dtype == torch.float16 and out["n"].dtype == torch.int64 and out["n"].item() == 7
+    assert all(v.device.type == "cpu" and not v.requires_grad for v in out.values())
