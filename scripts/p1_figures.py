@@ -51,7 +51,7 @@ def plot_curves(run: Path, out: Path, title: str) -> bool:
 
     recs = read_jsonl(run / "metrics.jsonl")
     train = [r for r in recs if r.get("kind") == "train"]
-    evals = [r for r in recs if r.get("kind") == "eval" and "fid" in r]
+    evals = sorted((r for r in recs if r.get("kind") == "eval" and "fid" in r), key=lambda r: r["step"])
     if not train:
         print(f"skip {out.name}: no training records in {run / 'metrics.jsonl'}")
         return False
@@ -67,7 +67,7 @@ def plot_curves(run: Path, out: Path, title: str) -> bool:
     if evals:
         ax = axes[0, 1]
         ax.plot([r["step"] for r in evals], [r["fid"] for r in evals], marker="o")
-        ax.set(xlabel="step", ylabel="FID (subset)", title=f"{title}: FID during training")
+        ax.set(xlabel="step", ylabel="FID", title=f"{title}: FID of the EMA/G snapshots")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

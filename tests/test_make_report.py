@@ -1,0 +1,80 @@
+"""scripts/make_report.py --fast on tiny checkpoints and tiny data: every section is written, every
+figure it names exists, and numbers that cannot be measured say why."""
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO, make_face_folder
+
+sys.path.insert(0, str(REPO / "scripts"))
+
+
+def tiny_checkpoints(folder: Path, data: Path) -> Path:
+    from common.gan import export_state
+    from p1_gan.config import build_models, method_defaults
+    from p2_diffusion_acgan.config import DiffusionConfig, build_unet
+    from p2_diffusion_acgan.gan_setup import build_gan, gan_config_class
+    from p2_diffusion_acgan.train import slim_checkpoint
+    from p3_dann.train import train
+    from tests.test_p3 import tiny_cfg
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    for m in "AB":
+        cfg = dataclasses.replace(method_defaults(m), ngf=4, ndf=4)
+        G, _ = build_models(cfg)
+        export_state({"config": dataclasses.asdict(cfg), "step": 3, "G": G.state_dict(), "ema": None},
+                     folder / f"p1_method{m}.pt")
+    dcfg = DiffusionConfig(base_channels=8, channel_mults=(1, 1, 1), dropout=0.0)
+    torch.save(slim_checkpoint("p2_diffusion", dcfg, build_unet(dcfg).state_dict(), 2), folder / "p2_diffusion.pt")
+    for m in ("acgan", "sagan"):
+        gcfg = gan_config_class(m)(g_channels=8, d_channels=8)
+        G, _ = build_gan(gcfg)
+        export_state({"config": dataclasses.asdict(gcfg), "step": 2, "G": G.state_dict(), "ema": None},
+                     folder / f"p2_{m}.pt")
+    cfg = tiny_cfg(data, mode="target", steps=5, log_every=100, augment_source="none")
+    train(cfg, folder.parent / "p3run", export=str(folder / "p3_mnistm_usps_target.pt"), progress=False)
+    return folder
+
+
+def test_make_report_fast_writes_every_section(tiny_digits, tmp_path):
+    import make_report
+    data = tiny_digits
+    make_face_folder(data / "face" / "train", 40, ext=".jpg")
+    make_face_folder(data / "face" / "val", 20, seed=1)
+    ck = tiny_checkpoints(tmp_path / "checkpoints", data)
+    md, out = tmp_path / "REPORT.md", tmp_path / "report"
+    assert make_report.main(["--data", str(data), "--checkpoints", str(ck), "--md", str(md), "--out", str(out),
+                             "--fast"]) == 0
+    text = md.read_text()
+    (Path("/tmp") / "fast_report.md").write_text(text)
+    for heading in ("# Report", "## Problem 1", "## Problem 2", "## Problem 3", "FAST MODE", "commit:", "machine:"):
+        assert heading in text, heading
+    # every linked figure exists
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(links) >= 7
+    for link in links:
+        assert (md.parent / link).is_file(), link
+    for name in ("p1/first32_A.png", "p1/first32_B.png", "p2/grid_diffusion.png", "p2/reverse_process.png",
+                 "p3/tsne_mnistm_usps_target.png"):
+        assert (out / name).is_file(), name
+    # measured numbers in the P1 table (FID is a float, face score a percentage); IS explains itself
+    row_a = next(ln for ln in text.splitlines() if ln.startswith("| A |"))
+    assert re.search(r"\| \d+\.\d\d \|", row_a) and re.search(r"\d+\.\d %", row_a)
+    assert "not available" in row_a or re.search(r"\d\.\d{3} \+- ", row_a)
+    assert "print(model) of methods A and B" in text and "Generator(" in text
+    assert "| diffusion |" in text and "real mnistm train" in text
+    assert "mnistm->usps" in text or "mnistm → usps" in text or "usps" in text
+
+
+def test_make_report_bad_paths_are_one_line_errors(tmp_path):
+    import make_report
+    from common.errors import UserError
+    with pytest.raises(UserError, match="data folder not found"):
+        make_report.main(["--data", str(tmp_path / "nope"), "--fast"])
