@@ -43,8 +43,9 @@ def tiny_checkpoints(folder: Path, data: Path) -> Path:
     return folder
 
 
-def test_make_report_fast_writes_every_section(tiny_digits, tmp_path):
+def test_make_report_fast_writes_every_section(tiny_digits, tmp_path, monkeypatch):
     import make_report
+    monkeypatch.setenv("HW2_CACHE", str(tmp_path / "cache"))  # tiny statistics stay out of the user's cache
     data = tiny_digits
     make_face_folder(data / "face" / "train", 40, ext=".jpg")
     make_face_folder(data / "face" / "val", 20, seed=1)
