@@ -7,6 +7,8 @@ per-image seeds and return ``{"accuracy", "worst_digit_acc"}``.
 from __future__ import annotations
 
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -26,17 +28,33 @@ def classifier_accuracy(images: torch.Tensor, labels: torch.Tensor, classifier=N
             "per_digit": {str(k): v for k, v in r.per_digit.items()}}
 
 
-def mnistm_val_stats(data_root: str = "hw2_data", domain: str = "mnistm"):
-    """FID statistics of the mnistm val split (cached as .npz in common.fid's cache folder)."""
+def split_folder(data_root: str, domain: str, split: str, dest: Path, limit: int | None = None) -> Path:
+    """``dest/<domain>_<split>``: the split's images as a plain folder (hard links, else copies that
+    keep the mtime), always under the same name, so that ``common.fid.reference_statistics`` finds
+    its statistics cached (scripts/make_report.py builds the same folders)."""
+    import os
+    import shutil
+    ds = digit_dataset(data_root, domain, split)
+    names = ds.names[:limit] if limit else ds.names
+    folder = Path(dest) / (f"{domain}_{split}" if limit is None else f"{domain}_{split}_first{len(names)}")
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        link = ds.root.stat().st_dev == folder.stat().st_dev
+    except OSError:
+        link = False
+    for n in names:
+        (os.link if link else shutil.copy2)(ds.root / n, folder / n)
+    return folder
+
+
+def mnistm_val_stats(data_root: str = "hw2_data", domain: str = "mnistm", dims: int | None = None,
+                     device=None):
+    """FID statistics of the mnistm val split (computed once, then cached by ``common.fid``)."""
+    import tempfile
     from common import fid
-    ds = digit_dataset(data_root, domain, "val")
-    path = fid.cache_dir() / "fid" / f"{domain}-val-{len(ds)}.npz"
-    if path.is_file():
-        return fid.FIDStats.load(path)
-    x, _ = ds.load_all()
-    stats = fid.compute_statistics(x, progress=True)
-    stats.save(path)
-    return stats
+    with tempfile.TemporaryDirectory(prefix="p2_ref_") as tmp:
+        ref = split_folder(data_root, domain, "val", Path(tmp))
+        return fid.reference_statistics(ref, device=device, dims=dims or fid.DIMS)
 
 
 def fid_vs_val(images: torch.Tensor, data_root: str = "hw2_data", fast: bool = False) -> float:

@@ -255,11 +255,11 @@ def section_p2(ctx: Ctx) -> str:
     except UserError as e:
         clf, why = None, str(e)
     from common import fid as F
+    from p2_diffusion_acgan.evaluate import mnistm_val_stats, split_folder
     mn = ctx.data / "digits" / "mnistm"
     val_stats = None
-    if (mn / "val.csv").is_file():  # the val split as a folder (same name each run: its statistics are cached)
-        ref = real_subset(ctx, "mnistm_val", mn / "data", [ln.split(",")[0] for ln in (mn / "val.csv").read_text().splitlines()[1:]])
-        val_stats = F.reference_statistics(ref, device=ctx.device, dims=ctx.fid_dims)
+    if (mn / "val.csv").is_file():  # cached by content after the first run
+        val_stats = mnistm_val_stats(str(ctx.data), dims=ctx.fid_dims, device=ctx.device)
     else:
         ctx.notes.append(f"no FID reference for problem 2: {mn / 'val.csv'} not found")
 
@@ -297,8 +297,7 @@ def section_p2(ctx: Ctx) -> str:
                     f"{info.get('step', '?')} steps, {info.get('training', {}).get('device', '?')} |")
     real_fid = None
     if val_stats is not None and (mn / "train.csv").is_file():
-        names = [ln.split(",")[0] for ln in (mn / "train.csv").read_text().splitlines()[1:1 + 10 * ctx.per_digit]]
-        folder = real_subset(ctx, f"mnistm_train_first{len(names)}", mn / "data", names)
+        folder = split_folder(str(ctx.data), "mnistm", "train", ctx.tmp, limit=10 * ctx.per_digit)
         real_fid = F.frechet_distance(F.reference_statistics(folder, device=ctx.device, dims=ctx.fid_dims), val_stats)
     n = 10 * ctx.per_digit
     lines += [f"### Accuracy and FID ({n} images from `hw2_2.sh`'s code path, seed 0, vs mnistm val)", "",
