@@ -39,6 +39,7 @@ import hashlib
 import importlib.util
 import os
 import sys
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -371,6 +372,21 @@ def compute_statistics(src, batch_size: int = 50, device: str | torch.device | N
 
 
 _memo: dict[str, FIDStats] = {}
+
+
+def subset_folder(src: str | os.PathLike, names: list[str], dest: str | os.PathLike, name: str) -> Path:
+    """``dest/name`` holding ``src/<n>`` for every n of ``names`` as hard links (else copies that keep
+    the mtime). Built under the same name with the same files, it has the same ``folder_key``, so
+    ``reference_statistics`` finds its statistics cached (real subsets / splits used as references)."""
+    src, folder = Path(src), Path(dest) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        link = src.stat().st_dev == folder.stat().st_dev
+    except OSError:
+        link = False
+    for n in names:
+        (os.link if link else shutil.copy2)(src / n, folder / n)
+    return folder
 
 
 def reference_statistics(folder: str | os.PathLike, batch_size: int = 50, device: str | torch.device | None = None,

@@ -643,11 +643,7 @@ def train_gan(G: nn.Module, D: nn.Module, data: Iterable | Callable[[int], Itera
             if eval_fn is not None and cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == cfg.max_steps):
                 last_eval = evaluate()
             if cfg.snapshot_every > 0 and step % cfg.snapshot_every == 0:
-                if ema is not None:
-                    refresh_ema_bn()
-                export_state({"config": dataclasses.asdict(cfg), "step": step, "G": G.state_dict(),
-                              "ema": ema.state_dict() if ema else None},
-                             run_dir / "snapshots" / f"step_{step:07d}.pt", source=f"{run_dir.name} step {step}")
+                export_state(state(), run_dir / "snapshots" / f"step_{step:07d}.pt", source=f"{run_dir.name} step {step}")
             if (cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0) or \
                     time.time() - t_ckpt > cfg.ckpt_minutes * 60:
                 atomic_torch_save(state(), last_path)

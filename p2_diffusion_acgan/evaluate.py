@@ -29,22 +29,12 @@ def classifier_accuracy(images: torch.Tensor, labels: torch.Tensor, classifier=N
 
 
 def split_folder(data_root: str, domain: str, split: str, dest: Path, limit: int | None = None) -> Path:
-    """``dest/<domain>_<split>``: the split's images as a plain folder (hard links, else copies that
-    keep the mtime), always under the same name, so that ``common.fid.reference_statistics`` finds
-    its statistics cached (scripts/make_report.py builds the same folders)."""
-    import os
-    import shutil
+    """``dest/<domain>_<split>[_first<N>]``: the split's images as a plain folder under a fixed name,
+    so its FID statistics are cached (``common.fid.subset_folder``)."""
+    from common.fid import subset_folder
     ds = digit_dataset(data_root, domain, split)
     names = ds.names[:limit] if limit else ds.names
-    folder = Path(dest) / (f"{domain}_{split}" if limit is None else f"{domain}_{split}_first{len(names)}")
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        link = ds.root.stat().st_dev == folder.stat().st_dev
-    except OSError:
-        link = False
-    for n in names:
-        (os.link if link else shutil.copy2)(ds.root / n, folder / n)
-    return folder
+    return subset_folder(ds.root, names, dest, f"{domain}_{split}" if limit is None else f"{domain}_{split}_first{len(names)}")
 
 
 def mnistm_val_stats(data_root: str = "hw2_data", domain: str = "mnistm", dims: int | None = None,

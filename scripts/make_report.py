@@ -86,13 +86,6 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
-def _same_fs(a: Path, b: Path) -> bool:
-    try:
-        return a.stat().st_dev == b.stat().st_dev
-    except OSError:
-        return False
-
-
 def details(summary: str, body: str) -> str:
     return f"<details><summary>{summary}</summary>\n\n```\n{body.rstrip()}\n```\n</details>\n"
 
@@ -119,17 +112,6 @@ def fid_folder(gen: Path, ref: Path, ctx: Ctx) -> float | None:
     except UserError as e:
         ctx.notes.append(f"FID {gen.name} vs {ref}: {e}")
         return None
-
-
-def real_subset(ctx: Ctx, name: str, src: Path, names: list[str]) -> Path:
-    """A folder of real images under a fixed name, with their sizes and mtimes kept (hard links or copy2),
-    so that ``common.fid.reference_statistics`` finds its cached statistics on the next run."""
-    folder = ctx.tmp / name
-    folder.mkdir()
-    link = _same_fs(src, ctx.tmp)
-    for n in names:
-        (os.link if link else shutil.copy2)(src / n, folder / n)
-    return folder
 
 
 def fid_cached(real: Path, ref: Path, ctx: Ctx) -> float:
@@ -185,12 +167,11 @@ def section_p1(ctx: Ctx) -> str:
             is_reason, is_text = is_text, "not available (see below)"
         rows.append(f"| {m} | {info.get('step', '?')} ({train.get('epochs', '?')} epochs) | {fmt(fid)} | {is_text} | "
                     f"{face:.1f} % | {train.get('device', '?')}, {train.get('hours', '?')} h |")
-        if (out / f"first32_{m}.png").is_file():
-            pass
     real = None
     train_dir = ctx.data / "face" / "train"
     if train_dir.is_dir() and val.is_dir():  # the same metrics on real images, for scale
-        folder = real_subset(ctx, f"face_train_first{ctx.n_p1}", train_dir, sorted(os.listdir(train_dir))[:ctx.n_p1])
+        from common.fid import subset_folder
+        folder = subset_folder(train_dir, sorted(os.listdir(train_dir))[:ctx.n_p1], ctx.tmp, f"face_train_first{ctx.n_p1}")
         real = {"fid": fid_cached(folder, val, ctx), "face": face_score(folder).percent}
         rows.append(f"| real face/train (first {ctx.n_p1}) | - | {fmt(real['fid'])} | - | {real['face']:.1f} % | - |")
     n_val = len(os.listdir(val)) if val.is_dir() else 0
