@@ -651,6 +651,9 @@ def train_gan(G: nn.Module, D: nn.Module, data: Iterable | Callable[[int], Itera
     bar.close()
     if step > start or not last_path.is_file():
         atomic_torch_save(state(), last_path)
+    snap = run_dir / "snapshots" / f"step_{step:07d}.pt"
+    if cfg.snapshot_every > 0 and step > start and not snap.is_file():  # the final form too (a stop mid-interval)
+        export_state(state(), snap, source=f"{run_dir.name} step {step}")
     if stopped:
         print(f"stopped at step {step}; state saved to {last_path} (rerun the same command to resume)")
     return {"step": step, "stopped": stopped, "last": str(last_path),

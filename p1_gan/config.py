@@ -27,6 +27,7 @@ class P1Config(GANConfig):
     ngf: int = 64
     ndf: int = 64
     d_extra: bool = False  # method B: SNGAN "standard CNN" D (extra 3x3 convs, ~2x D cost)
+    d_arch: str = "auto"  # auto (A: dcgan, B: sn) | dcgan (BatchNorm D) | sn (spectral-norm D)
     fid_n: int = 1000
 
 
@@ -50,6 +51,8 @@ def check_config(cfg: P1Config) -> None:
         raise UserError(f"unknown method {cfg.method!r} (choose A or B)")
     if cfg.conditional:
         raise UserError("problem 1 GANs are unconditional (conditional must be false)")
+    if cfg.d_arch not in ("auto", "dcgan", "sn"):
+        raise UserError(f"unknown d_arch {cfg.d_arch!r} (choose auto, dcgan or sn)")
     for name in ("ngf", "ndf"):
         if getattr(cfg, name) < 1:
             raise UserError(f"{name} must be >= 1, got {getattr(cfg, name)}")
@@ -63,7 +66,8 @@ def build_generator(cfg: P1Config) -> Generator:
 def build_models(cfg: P1Config):
     """(G, D) of the configured method."""
     G = build_generator(cfg)
-    D = Discriminator(cfg.ndf) if cfg.method == "A" else SNDiscriminator(cfg.ndf, extra=cfg.d_extra)
+    arch = cfg.d_arch if cfg.d_arch != "auto" else ("dcgan" if cfg.method == "A" else "sn")
+    D = Discriminator(cfg.ndf) if arch == "dcgan" else SNDiscriminator(cfg.ndf, extra=cfg.d_extra)
     return G, D
 
 

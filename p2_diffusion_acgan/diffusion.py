@@ -23,9 +23,10 @@ def diffusion_loss(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, 
     label replaced by the null class (index ``model.num_classes``) with probability ``p_uncond``
     (condition dropout, Ho & Salimans 2022, Algorithm 1). x0 (B, C, H, W) in [-1, 1], y (B,) int."""
     b, dev = x0.shape[0], x0.device
-    t = torch.randint(0, schedule.num_timesteps, (b,), generator=generator).to(dev)
-    eps = torch.randn(x0.shape, generator=generator).to(dev, x0.dtype)
-    drop = (torch.rand(b, generator=generator) < p_uncond).to(dev)
+    gdev = generator.device if generator is not None else torch.device("cpu")  # draw where the generator lives
+    t = torch.randint(0, schedule.num_timesteps, (b,), generator=generator, device=gdev).to(dev)
+    eps = torch.randn(x0.shape, generator=generator, device=gdev).to(dev, x0.dtype)
+    drop = (torch.rand(b, generator=generator, device=gdev) < p_uncond).to(dev)
     y = torch.where(drop, torch.full_like(y, model.num_classes), y)
     xt = schedule.add_noise(x0, eps, t)
     return F.mse_loss(model(xt, t, y).float(), eps.float())

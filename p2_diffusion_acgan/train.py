@@ -93,7 +93,8 @@ def train_diffusion(cfg: DiffusionConfig, run_dir: str | Path,
     schedule = NoiseSchedule(cfg.timesteps, cfg.schedule)
     batches = TensorBatches(x_all, y_all, batch_size=min(cfg.batch_size, len(x_all)),
                             generator=torch.Generator().manual_seed(cfg.seed))
-    noise_gen = torch.Generator().manual_seed(cfg.seed + 1)  # t, eps and condition dropout
+    # t, eps and condition dropout; drawn on the GPU there (a CPU generator made the loop CPU-bound)
+    noise_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     step = 0
     last = run / "last.pt"
     if last.is_file():
@@ -103,7 +104,10 @@ def train_diffusion(cfg: DiffusionConfig, run_dir: str | Path,
         load_states(last, st, [(model, "model"), (ema, "ema"), (opt, "opt")], "use another --run")
         scaler.load_state_dict(st["scaler"])
         batches.generator.set_state(st["batch_rng"])
-        noise_gen.set_state(st["noise_rng"])
+        try:
+            noise_gen.set_state(st["noise_rng"])
+        except (RuntimeError, TypeError):  # saved on another device type: the noise stream restarts
+            print(f"note: {last} has a noise generator state of another device; noise reseeded")
         set_rng_state(st["rng"])
         step = int(st["step"])
         print(f"resumed {last} at step {step}")
@@ -135,6 +139,7 @@ def train_diffusion(cfg: DiffusionConfig, run_dir: str | Path,
     record: dict = {}
     last_eval: dict = {}
     loss_avg, t_save, t_log, n_log = None, time.time(), time.time(), 0
+    loss_sum, n_sum = None, 0
     model.train()
     it = iter(batches)
     with GracefulStop() as stop, tqdm(total=cfg.max_steps, initial=step, desc="diffusion", dynamic_ncols=True) as bar:
@@ -148,7 +153,6 @@ def train_diffusion(cfg: DiffusionConfig, run_dir: str | Path,
                 g["lr"] = lr
             with torch.autocast(device.type, dtype=torch.float16, enabled=cuda and cfg.amp):
                 loss = diffusion_loss(model, schedule, x0, yb.to(device), cfg.p_uncond, noise_gen)
-            check_finite(step, loss=loss.item())
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
@@ -158,12 +162,17 @@ def train_diffusion(cfg: DiffusionConfig, run_dir: str | Path,
             ema.update(model)
             step += 1
             n_log += len(x0)
-            loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
+            loss_sum = loss.detach().float() + (loss_sum if n_sum else 0.0)  # no GPU sync per step
+            n_sum += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_avg:.4f}")
             if step % cfg.log_every == 0 or step == cfg.max_steps:
+                mean = loss_sum.item() / n_sum  # the one sync per log interval
+                check_finite(step, loss=mean)
+                loss_avg = mean if loss_avg is None else 0.5 * loss_avg + 0.5 * mean
+                n_sum = 0
+                bar.set_postfix(loss=f"{loss_avg:.4f}")
                 now = time.time()
-                record = {"kind": "train", "step": step, "loss": loss.item(), "loss_avg": loss_avg, "lr": lr,
+                record = {"kind": "train", "step": step, "loss": mean, "loss_avg": loss_avg, "lr": lr,
                           "grad_norm": float(gnorm), "img_per_s": n_log / max(now - t_log, 1e-9)}
                 log.write(**record)
                 t_log, n_log = now, 0
@@ -173,6 +182,8 @@ def train_diffusion(cfg: DiffusionConfig, run_dir: str | Path,
                 last_eval = {"step": step, **eval_fn(ema.module, cfg)}
                 log.write(kind="eval", **last_eval)
             if time.time() - t_save > cfg.save_every_min * 60:
+                if n_sum:
+                    check_finite(step, loss=loss_sum.item() / n_sum)  # never save a diverged state
                 save()
                 t_save = time.time()
     save()

@@ -1,6 +1,7 @@
 """Pack the training data for a lent GPU (which receives at most 64 MiB per call) and unpack it there.
 
-    python scripts/gpu_pack.py pack faces  --data hw2_data --out carry/faces    # ~48 MB (38,464 faces)
+    python scripts/gpu_pack.py pack faces  --data hw2_data --out carry/faces_0 --part 0/2  # ~24 MB each
+    python scripts/gpu_pack.py pack faces  --data hw2_data --out carry/faces_1 --part 1/2  # (38,464 faces)
     python scripts/gpu_pack.py pack digits --data hw2_data --out carry/digits   # ~24 MB (mnistm train)
     python scripts/gpu_pack.py unpack carry/faces --data hw2_data               # on the GPU machine
 
@@ -72,7 +73,7 @@ def _sources(kind: str, data: Path, limit: int | None) -> tuple[list[tuple[str, 
 
 
 def pack(kind: str, data: Path, out: Path, quality: int | None = None, limit: int | None = None,
-         classifier: Path | None = None, workers: int | None = None) -> Path:
+         classifier: Path | None = None, workers: int | None = None, part: tuple[int, int] = (0, 1)) -> Path:
     """Write ``out/<kind>.npz``: the WebP bytes end to end + offsets + names (a tar would add 1 KB of
     header and padding per image, doubling the size), train.csv for digits and, given, the classifier."""
     import numpy as np
@@ -81,6 +82,11 @@ def pack(kind: str, data: Path, out: Path, quality: int | None = None, limit: in
         raise UserError(f"unknown pack kind {kind!r} (faces or digits)")
     q = quality or KINDS[kind]
     items, rows = _sources(kind, data, limit)
+    i, n = part
+    if n > 1:  # every n-th image from the i-th: packs small enough to travel beside the tracked tree
+        if kind != "faces" or not 0 <= i < n:
+            raise UserError(f"--part {i}/{n}: only faces split, into parts 0..n-1")
+        items = items[i::n]
     missing = [str(p) for _, p in items if not p.is_file()]
     if missing:
         raise DataError(f"{len(missing)} listed images are missing, e.g. {missing[0]}")
@@ -147,10 +153,9 @@ def _bundle_items(runs: Path) -> list[Path]:
         pngs = sorted((d / "samples").glob("*.png"))
         grids += pngs[-1:]
     models = sorted(runs.glob("p2_*/model.pt"))
-    snaps = {m: sorted((runs / f"p1_{m}" / "snapshots").glob("step_*.pt"), reverse=True) for m in "BA"}
-    order = [p for pair in zip(snaps["B"], snaps["A"]) for p in pair]
-    longer = snaps["B"] if len(snaps["B"]) > len(snaps["A"]) else snaps["A"]
-    order += longer[min(len(snaps["A"]), len(snaps["B"])):]
+    snaps = [sorted((d / "snapshots").glob("step_*.pt"), reverse=True)
+             for d in sorted(runs.glob("p1_*"), reverse=True) if d.is_dir()]  # p1_B* before p1_A
+    order = [s[i] for i in range(max(map(len, snaps), default=0)) for s in snaps if i < len(s)]  # newest first
     return small + grids + models + order
 
 
@@ -225,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a.add_argument("--quality", type=int, default=None)
     a.add_argument("--limit", type=int, default=None, help="first N images only (tests)")
     a.add_argument("--classifier", default=None, help="also pack the course classifier (evaluation only)")
+    a.add_argument("--part", default="0/1", help="I/N: every N-th image from the I-th (faces; default 0/1 = all)")
     b = sub.add_parser("unpack")
     b.add_argument("pack_dir")
     b.add_argument("--data", default="hw2_data")
@@ -241,8 +247,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.cmd == "bundle-extract":
         extract(Path(args.bundles), Path(args.dest))
     elif args.cmd == "pack":
+        try:
+            part = tuple(int(v) for v in args.part.split("/"))
+            assert len(part) == 2 and part[1] >= 1
+        except (ValueError, AssertionError):
+            raise UserError(f"--part must be I/N (e.g. 0/2), got {args.part!r}") from None
         pack(args.kind, Path(args.data), Path(args.out), args.quality, args.limit,
-             Path(args.classifier) if args.classifier else None)
+             Path(args.classifier) if args.classifier else None, part=part)
     else:
         unpack(Path(args.pack_dir), Path(args.data))
     return 0

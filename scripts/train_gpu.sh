@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # The whole lent-GPU training run of problems 1 and 2, in the calls a `device` lease allows
-# (each call: at most 10 minutes and 64 MiB of working tree; the machine goes back after 30 s idle).
+# (each call: at most 10 minutes and 64 MiB of working tree, the ~34 MB tracked tree included;
+# the machine goes back after 30 s idle).
 #
-#   here:     bash scripts/train_gpu.sh pack              # carry/faces (~48 MB), carry/digits (~24 MB)
-#   call 1:   bash scripts/train_gpu.sh start faces       # carry: carry/faces  -> p1 A and B, detached
-#   call 2:   bash scripts/train_gpu.sh start digits      # carry: carry/digits -> p2 diffusion x2, ACGAN, SAGAN
-#   call 3:   bash scripts/train_gpu.sh collect "$OUT"    # waits for the deadline, bundles weights + logs
+#   here:     bash scripts/train_gpu.sh pack              # carry/faces_0, faces_1 (~24 MB each), carry/digits (~26 MB)
+#   call 1:   bash scripts/train_gpu.sh start digits      # carry: carry/digits  -> p2 diffusion, ACGAN, SAGAN, detached
+#   call 2:   bash scripts/train_gpu.sh unpack faces_0    # carry: carry/faces_0 (decoded into the GPU's data folder)
+#   call 3:   bash scripts/train_gpu.sh start faces       # carry: carry/faces_1 -> p1 A, B, B2, detached
+#   call 4:   bash scripts/train_gpu.sh collect "$OUT"    # waits for the deadline, bundles weights + logs
 #             (at most 62 MiB; what is left out is named, with the `gpu_pack.py bundle --skip N` call
-#             that brings it back in a 4th call while the machine is still warm)
+#             that brings it back in a 5th call while the machine is still warm)
 #   here:     python scripts/gpu_pack.py bundle-extract <files_at> runs/gpu   # then evaluate and ship
 #
 # Every job runs `setsid nohup` with its own log and stops by SIGTERM at one shared deadline
 # (runs/gpu/end_at, set by the first `start`: now + GPU_TRAIN_SECONDS, default 480), which saves its
-# last.pt and model.pt as on the CPU. `status` prints the logs' tails and nvidia-smi.
+# last.pt and model.pt / final snapshot as on the CPU. `status` prints the logs' tails and nvidia-smi.
+# Each job's extra arguments can be replaced: P1A_ARGS, P1B_ARGS, P1B2_ARGS, DIFF_ARGS, ACGAN_ARGS, SAGAN_ARGS.
 # GPU_TINY=1 runs the same jobs with tiny settings (the test runs it on the CPU); GPU_RUNS, GPU_DATA,
-# GPU_CARRY and GPU_PACK_LIMIT move its folders / shrink the packs.
+# GPU_CARRY, GPU_PACK_LIMIT and FACE_PARTS move its folders / shrink or split the packs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 py=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
@@ -26,12 +29,24 @@ mkdir -p "$runs"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 if [ "${GPU_TINY:-0}" = 1 ]; then
-    steps=4; snap=2; p1x="--limit 64 --batch-size 16 --ngf 8 --ndf 8"; p2x="--max-images 256 --batch-size 32 --sample-every 0"
-    diffx="--base-channels 8 --eval-every 0"; ganx="--g-channels 8 --d-channels 8 --eval-every 0"; small="--base-channels 8"
+    steps=4; p1x="--limit 64 --batch-size 16 --ngf 8 --ndf 8 --snapshot-every 2"
+    p2x="--max-images 256 --batch-size 32 --sample-every 0"
+    diffx="--base-channels 8 --eval-every 0"; ganx="--g-channels 8 --d-channels 8 --eval-every 0 --batch-size 32"
+    a_x=""; b_x="--d-extra true"; b2_x="--d-arch dcgan --loss bce"; diff_x=""; acgan_x=""; sagan_x=""
 else
-    steps=1000000; snap=${GPU_SNAPSHOT_EVERY:-3000}; p1x="--sample-every 2000"; p2x="--sample-every 4000"
-    diffx="--eval-every 4000"; ganx="--eval-every 2000"; small="--base-channels 16 --num-res-blocks 2"
+    steps=1000000; p1x="--sample-every 2000"; p2x="--sample-every 4000"; diffx="--eval-every 2000"; ganx="--eval-every 2000"
+    # session 3's recipes: A as the reference DCGAN; B with the SNGAN standard-CNN D (session 2's B lost
+    # its D: hinge loss ~1.9); B2 = BatchNorm D + BCE + EMA + DiffAugment translation; diffusion goes on
+    # from the shipped weights at batch 256
+    a_x="--snapshot-every 6000"
+    b_x="--d-extra true --snapshot-every 4000"
+    b2_x="--d-arch dcgan --loss bce --lr-d 2e-4 --batch-size 128 --diffaug translation --snapshot-every 6000"
+    diff_x="--batch-size 256 --warmup-steps 200"
+    [ -f checkpoints/p2_diffusion.pt ] && diff_x="$diff_x --init-from checkpoints/p2_diffusion.pt"
+    acgan_x="--aux-weight 2 --eval-every 1000"; sagan_x="--batch-size 128"
 fi
+a_x=${P1A_ARGS-$a_x}; b_x=${P1B_ARGS-$b_x}; b2_x=${P1B2_ARGS-$b2_x}
+diff_x=${DIFF_ARGS-$diff_x}; acgan_x=${ACGAN_ARGS-$acgan_x}; sagan_x=${SAGAN_ARGS-$sagan_x}
 
 launch() {  # launch NAME CMD...: detached, own log, pid recorded
     local name=$1; shift
@@ -54,39 +69,54 @@ watchdog() {  # SIGTERM every job once the deadline in $runs/end_at has passed (
     echo $! >"$runs/watchdog.pid"
 }
 
+unpack() {  # unpack carry/NAME... into $data, each once (the data folder outlives the calls; packs may not)
+    local name
+    for name in "$@"; do
+        [ -f "$data/.unpacked_$name" ] && continue
+        [ -d "$carry/$name" ] || { echo "no pack $carry/$name (carry it in this call)" >&2; exit 2; }
+        "$py" scripts/gpu_pack.py unpack "$carry/$name" --data "$data"
+        touch "$data/.unpacked_$name"
+    done
+}
+
 alive() { local n=0; while read -r pid name; do kill -0 "$pid" 2>/dev/null && n=$((n + 1)); done <"$runs/pids"; echo $n; }
 
 cmd=${1:-}
 case "$cmd" in
 pack)
-    "$py" scripts/gpu_pack.py pack faces --data "${2:-hw2_data}" --out "$carry/faces" $limit_arg
+    parts=${FACE_PARTS:-2}
+    for ((i = 0; i < parts; i++)); do
+        "$py" scripts/gpu_pack.py pack faces --data "${2:-hw2_data}" --out "$carry/faces_$i" --part "$i/$parts" $limit_arg
+    done
     "$py" scripts/gpu_pack.py pack digits --data "${2:-hw2_data}" --out "$carry/digits" $limit_arg \
         --classifier "${HW2_CLASSIFIER:-../shared/evaluators/Classifier.pth}"
     ;;
+unpack)
+    shift
+    unpack "$@"
+    ;;
 start)
     kind=${2:?usage: train_gpu.sh start faces|digits}
+    [ "$kind" = faces ] || [ "$kind" = digits ] || { echo "unknown kind $kind (faces or digits)" >&2; exit 2; }
     [ -f "$runs/end_at" ] || echo $(( $(date +%s) + ${GPU_TRAIN_SECONDS:-480} )) >"$runs/end_at"
     touch "$runs/pids"
-    "$py" scripts/gpu_pack.py unpack "$carry/$kind" --data "$data"
+    unpack $(cd "$carry" && ls -d ${kind}* 2>/dev/null)
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || true
     if [ "$kind" = faces ]; then
-        for m in A B; do
-            launch "p1_$m" "$py" -m p1_gan.train --method "$m" --data "$data/face" --run-dir "$runs/p1_$m" \
-                --cache-dir "$runs/cache" --eval-every 0 --max-steps "$steps" --snapshot-every "$snap" --no-progress $p1x
+        for m in A B B2; do
+            case $m in A) x=$a_x;; B) x=$b_x;; B2) x=$b2_x;; esac
+            launch "p1_$m" "$py" -m p1_gan.train --method "${m:0:1}" --data "$data/face" --run-dir "$runs/p1_$m" \
+                --cache-dir "$runs/cache" --eval-every 0 --max-steps "$steps" --no-progress $p1x $x
         done
-    elif [ "$kind" = digits ]; then
+    else
         export HW2_CLASSIFIER=$(cd "$carry/digits" && pwd)/Classifier.pth
         [ "${GPU_TINY:-0}" = 1 ] && unset HW2_CLASSIFIER
         launch p2_diffusion "$py" -m p2_diffusion_acgan.train --model diffusion --run "$runs/p2_diffusion" \
-            --data-root "$data" --max-steps "$steps" $p2x $diffx
-        launch p2_diffusion_small "$py" -m p2_diffusion_acgan.train --model diffusion --run "$runs/p2_diffusion_small" \
-            --data-root "$data" --max-steps "$steps" $p2x $diffx $small
-        for m in acgan sagan; do
-            launch "p2_$m" "$py" -m p2_diffusion_acgan.train --model "$m" --run "$runs/p2_$m" \
-                --data-root "$data" --max-steps "$steps" $p2x $ganx
-        done
-    else
-        echo "unknown kind $kind (faces or digits)" >&2; exit 2
+            --data-root "$data" --max-steps "$steps" $p2x $diffx $diff_x
+        launch p2_acgan "$py" -m p2_diffusion_acgan.train --model acgan --run "$runs/p2_acgan" \
+            --data-root "$data" --max-steps "$steps" $p2x $ganx $acgan_x
+        launch p2_sagan "$py" -m p2_diffusion_acgan.train --model sagan --run "$runs/p2_sagan" \
+            --data-root "$data" --max-steps "$steps" $p2x $ganx $sagan_x
     fi
     watchdog
     echo "deadline in $(( $(cat "$runs/end_at") - $(date +%s) )) s; $(alive) jobs alive"
@@ -105,6 +135,6 @@ collect)
     "$py" scripts/gpu_pack.py bundle "$runs" "$out"
     ;;
 *)
-    sed -n '2,16p' "$0"; exit 2
+    sed -n '2,22p' "$0"; exit 2
     ;;
 esac

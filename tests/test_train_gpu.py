@@ -26,11 +26,14 @@ def test_pack_roundtrip_keeps_images_close_and_names(tiny_digits, tmp_path):
         yy, xx = np.mgrid[0:64, 0:64]
         img = np.stack([(xx * 4 + i) % 256, (yy * 4) % 256, ((xx + yy) * 2) % 256], -1).astype(np.uint8)
         Image.fromarray(img).save(p)
-    gpu_pack.pack("faces", tiny_root, tmp_path / "carry" / "faces", workers=1)
+    for i in range(2):  # two halves, as they travel beside the tracked tree
+        gpu_pack.pack("faces", tiny_root, tmp_path / "carry" / f"faces_{i}", workers=1, part=(i, 2))
     gpu_pack.pack("digits", tiny_root, tmp_path / "carry" / "digits", workers=1,
                   classifier=tiny_root / "digits" / "mnistm" / "train.csv")  # any file travels byte-exact
     out = tmp_path / "gpu_data"
-    assert gpu_pack.unpack(tmp_path / "carry" / "faces", out, workers=1) == "faces"
+    assert gpu_pack.unpack(tmp_path / "carry" / "faces_0", out, workers=1) == "faces"
+    assert len(list((out / "face" / "train").iterdir())) == 3
+    assert gpu_pack.unpack(tmp_path / "carry" / "faces_1", out, workers=1) == "faces"
     assert gpu_pack.unpack(tmp_path / "carry" / "digits", out, workers=1) == "digits"
     got = sorted((out / "face" / "train").iterdir())
     assert [p.stem for p in got] == [p.stem for p in sorted(face.iterdir())]
@@ -71,19 +74,24 @@ def test_train_gpu_script_end_to_end_tiny(tiny_digits, tmp_path):
            "HW2_CLASSIFIER": str(root / "digits" / "mnistm" / "val.csv"), "PYTHON": sys.executable,
            "OMP_NUM_THREADS": "1"}
     sh = ["bash", str(REPO / "scripts" / "train_gpu.sh")]
-    for args in (["pack", str(root)], ["start", "faces"], ["start", "digits"], ["collect", str(tmp_path / "out")]):
+    calls = (["pack", str(root)], ["start", "digits"], ["unpack", "faces_0"], ["start", "faces"],
+             ["collect", str(tmp_path / "out")])
+    for args in calls:
         r = subprocess.run(sh + args, env=env, capture_output=True, text=True, errors="replace", timeout=600)
         assert r.returncode == 0, (args, r.stdout[-2000:], r.stderr[-2000:])
     tars = sorted((tmp_path / "out").glob("bundle_*.tar"))
     assert 1 <= len(tars) <= 8
     gpu_pack.extract(tmp_path / "out", tmp_path / "back")
     back = tmp_path / "back"
-    for m in "AB":
+    # both face parts were unpacked: all 64 faces trained (limit 64)
+    assert len(list((tmp_path / "gd" / "face" / "train").iterdir())) == 64
+    for m in ("A", "B", "B2"):
         snaps = sorted((back / f"p1_{m}" / "snapshots").glob("step_*.pt"))
         assert [p.name for p in snaps] == ["step_0000002.pt", "step_0000004.pt"], m
         ck = torch.load(snaps[-1], weights_only=True)
-        assert ck["step"] == 4 and ck["config"]["method"] == m
-    for m in ("diffusion", "diffusion_small", "acgan", "sagan"):
+        assert ck["step"] == 4 and ck["config"]["method"] == m[0]
+    assert torch.load(back / "p1_B2" / "snapshots" / "step_0000004.pt", weights_only=True)["config"]["d_arch"] == "dcgan"
+    for m in ("diffusion", "acgan", "sagan"):
         ck = torch.load(back / f"p2_{m}" / "model.pt", weights_only=True)
         assert ck["step"] == 4, m
         assert (back / f"p2_{m}.log").is_file()
