@@ -39,7 +39,7 @@ else
     # its D: hinge loss ~1.9); B2 = BatchNorm D + BCE + EMA + DiffAugment translation; diffusion goes on
     # from the shipped weights at batch 256
     a_x="--snapshot-every 6000"
-    b_x="--d-extra true --snapshot-every 4000"
+    b_x="--snapshot-every 4000"  # B's defaults now include --d-extra true
     b2_x="--d-arch dcgan --loss bce --lr-d 2e-4 --batch-size 128 --diffaug translation --snapshot-every 6000"
     diff_x="--batch-size 256 --warmup-steps 200"
     [ -f checkpoints/p2_diffusion.pt ] && diff_x="$diff_x --init-from checkpoints/p2_diffusion.pt"
