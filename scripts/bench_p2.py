@@ -32,7 +32,7 @@ from p2_diffusion_acgan.gan_setup import build_gan, gan_config_class  # noqa: E4
 from p2_diffusion_acgan.inference import CHECKPOINT_DIR, Generator, digit_labels_and_names, generate_all  # noqa: E402
 from p2_diffusion_acgan.schedulers import NoiseSchedule, SAMPLERS  # noqa: E402
 
-DEFAULT_SETTINGS = ("ddpm:1000", "ddim:50", "ddim:25", "dpm++2m:20", "dpm++2m:10")
+DEFAULT_SETTINGS = ("ddpm:1000", "ddim:50", "ddim:25", "dpm++2m:20", "dpm++2m:10", "dpm++2m:8", "dpm++2m:6")
 
 
 def _sync(dev: torch.device) -> None:

@@ -79,3 +79,13 @@ def test_make_report_bad_paths_are_one_line_errors(tmp_path):
     from common.errors import UserError
     with pytest.raises(UserError, match="data folder not found"):
         make_report.main(["--data", str(tmp_path / "nope"), "--fast"])
+
+
+def test_p1_discussion_names_a_winner_only_when_fid_differs():
+    import make_report
+    real = {"fid": 14.15, "face": 77.0}
+    tie = make_report.discuss_p1({"A": {"fid": 33.25, "face": 76.0}, "B": {"fid": 33.17, "face": 85.1}}, real)
+    assert "about the same FID (A 33.25, B 33.17)" in tie and "lower FID" not in tie
+    assert "Method B has the higher face score (85.1 % against 76.0 %)" in tie and "disagree" not in tie
+    apart = make_report.discuss_p1({"A": {"fid": 35.4, "face": 76.2}, "B": {"fid": 48.8, "face": 83.5}}, real)
+    assert "Method A has the lower FID (35.4 against 48.8)" in apart and "disagree" in apart
