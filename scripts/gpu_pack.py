@@ -247,11 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.cmd == "bundle-extract":
         extract(Path(args.bundles), Path(args.dest))
     elif args.cmd == "pack":
-        try:
-            part = tuple(int(v) for v in args.part.split("/"))
-            assert len(part) == 2 and part[1] >= 1
-        except (ValueError, AssertionError):
-            raise UserError(f"--part must be I/N (e.g. 0/2), got {args.part!r}") from None
+        i, _, n = args.part.partition("/")
+        if not (i.isdigit() and n.isdigit() and int(n) >= 1):
+            raise UserError(f"--part must be I/N (e.g. 0/2), got {args.part!r}")
+        part = (int(i), int(n))
         pack(args.kind, Path(args.data), Path(args.out), args.quality, args.limit,
              Path(args.classifier) if args.classifier else None, part=part)
     else:

@@ -202,7 +202,8 @@ def discuss_p1(res: dict, real: dict | None) -> str:
     a, b = res["A"], res["B"]
     better = "A" if a["fid"] < b["fid"] else "B"
     worse = "B" if better == "A" else "A"
-    if abs(a["fid"] - b["fid"]) < 0.5:  # below the spread of FID on 1000 images: no winner to name
+    tie = abs(a["fid"] - b["fid"]) < 0.5  # below the spread of FID on 1000 images: no winner to name
+    if tie:
         s = (f"The two methods have about the same FID (A {a['fid']:.2f}, B {b['fid']:.2f}): their images are "
              f"equally far from face/val in Inception feature statistics. ")
     else:
@@ -211,7 +212,6 @@ def discuss_p1(res: dict, real: dict | None) -> str:
     fb = "A" if a["face"] > b["face"] else "B"
     s += (f"Method {fb} has the higher face score ({res[fb]['face']:.1f} % against "
           f"{res['B' if fb == 'A' else 'A']['face']:.1f} %)")
-    tie = abs(a["fid"] - b["fid"]) < 0.5
     s += ". " if fb == better or tie else (": the two metrics disagree, which usually means one method draws "
                                            "cleaner, more frontal faces while the other covers more of the data's variety. ")
     if real is not None and real["fid"] is not None:

@@ -31,8 +31,8 @@ export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 if [ "${GPU_TINY:-0}" = 1 ]; then
     steps=4; p1x="--limit 64 --batch-size 16 --ngf 8 --ndf 8 --snapshot-every 2"
     p2x="--max-images 256 --batch-size 32 --sample-every 0"
-    diffx="--base-channels 8 --eval-every 0"; ganx="--g-channels 8 --d-channels 8 --eval-every 0 --batch-size 32"
-    a_x=""; b_x="--d-extra true"; b2_x="--d-arch dcgan --loss bce"; diff_x=""; acgan_x=""; sagan_x=""
+    diffx="--base-channels 8 --eval-every 0"; ganx="--g-channels 8 --d-channels 8 --eval-every 0"
+    a_x=""; b_x=""; b2_x="--d-arch dcgan --loss bce"; diff_x=""; acgan_x=""; sagan_x=""
 else
     steps=1000000; p1x="--sample-every 2000"; p2x="--sample-every 4000"; diffx="--eval-every 2000"; ganx="--eval-every 2000"
     # session 3's recipes: A as the reference DCGAN; B with the SNGAN standard-CNN D (session 2's B lost
