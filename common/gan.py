@@ -140,6 +140,9 @@ class GANConfig:
     ckpt_every: int = 1000
     ckpt_minutes: float = 5.0
     snapshot_every: int = 0  # >0: also keep the shipped form (G / EMA, fp16) every N steps in snapshots/
+    # going on from earlier weights in a NEW run folder (the GPU's resume states are too big to carry back)
+    init_from: str = ""  # G (and EMA) from a shipped checkpoint / snapshot / last.pt; D too where the file has one
+    d_warmup: int = 0  # the first N steps train D only (a fresh D catching up with an initialised G)
 
 
 def validate_config(cfg: GANConfig) -> list[str]:
@@ -159,6 +162,8 @@ def validate_config(cfg: GANConfig) -> list[str]:
             raise UserError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.aux_weight > 0 and not cfg.conditional:
         raise UserError("aux_weight > 0 (ACGAN) needs conditional=true")
+    if cfg.d_warmup < 0:
+        raise UserError(f"d_warmup must be >= 0, got {cfg.d_warmup}")
     parse_diffaug(cfg.diffaug)
     return phases
 
@@ -425,16 +430,37 @@ def export_generator(run_ckpt: str | Path, out: str | Path, metrics: dict | None
 
 
 def export_state(ck: dict, out: str | Path, metrics: dict | None = None, fp16: bool = True,
-                 source: str = "") -> dict:
-    """``export_generator`` for a checkpoint dict already in memory (also used for training snapshots)."""
+                 source: str = "", include_d: bool = False) -> dict:
+    """``export_generator`` for a checkpoint dict already in memory (also used for training snapshots).
+
+    ``include_d`` also keeps D's weights (fp16 when ``fp16``): a run's final snapshot, small enough
+    to bring back from the GPU, from which a later run goes on with ``init_from``."""
     sd = generator_state_dict(ck)
     info = {"version": CHECKPOINT_VERSION, "config": ck["config"], "step": int(ck.get("step", 0)),
             "metrics": {**(ck.get("best") or {}), **(metrics or {})}}
-    atomic_torch_save({**info, "model": half_state_dict(sd) if fp16 else sd}, out)
+    extra = {}
+    if include_d and ck.get("D") is not None:
+        extra["D"] = half_state_dict(ck["D"]) if fp16 else ck["D"]
+    atomic_torch_save({**info, "model": half_state_dict(sd) if fp16 else sd, **extra}, out)
     atomic_write_json(Path(out).with_suffix(".json"),
                       {**info, "source": source, "weights": "fp16" if fp16 else "fp32",
-                       "ema": ck.get("ema") is not None})
+                       "ema": ck.get("ema") is not None, "has_D": "D" in extra})
     return info
+
+
+def init_weights(G: nn.Module, D: nn.Module, path: str | Path) -> int:
+    """Load G (the EMA weights where the file has them) and, where present, D from a shipped checkpoint,
+    snapshot or last.pt, for a new run that goes on from them. Returns the file's step."""
+    ck = load_checkpoint(path, "a shipped checkpoint, snapshot or last.pt")
+    pairs = [(G, "G")]
+    ck = {**ck, "G": generator_state_dict(ck)}
+    if ck.get("D") is not None:
+        ck["D"] = float_state_dict(ck["D"])
+        pairs.append((D, "D"))
+    load_states(path, ck, pairs, "init_from needs weights of the same architecture")
+    print(f"initialised G{' and D' if len(pairs) == 2 else ' (D fresh)'} from {path} (its step {ck.get('step')}; "
+          f"this run counts from 0)")
+    return int(ck.get("step", 0))
 
 
 def save_grid(x: torch.Tensor, path: str | Path, nrow: int = 8) -> None:
@@ -506,7 +532,10 @@ def train_gan(G: nn.Module, D: nn.Module, data: Iterable | Callable[[int], Itera
     opt_G = torch.optim.Adam([p for p in G.parameters() if p.requires_grad], lr=cfg.lr_g, betas=betas)
     d_params = [p for p in D.parameters() if p.requires_grad]
     opt_D = torch.optim.Adam(d_params, lr=cfg.lr_d, betas=betas)
-    ema = EMA(G, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    if cfg.init_from and not last_path.is_file():
+        init_weights(G, D, cfg.init_from)
+    ema = EMA(G, cfg.ema_decay) if cfg.ema_decay > 0 else None  # starts as G (the initialised one too)
     # fixed grid noise / conditions: from the seed alone, identical after a resume
     fixed_z = torch.randn(cfg.n_samples, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 12345))
     if cfg.conditional and fixed_cond is None:
@@ -514,7 +543,6 @@ def train_gan(G: nn.Module, D: nn.Module, data: Iterable | Callable[[int], Itera
     grid_nrow = cfg.num_classes if (cfg.conditional and cfg.num_classes > 0) else 8
 
     step, best = 0, None
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if last_path.is_file():
         ck = load_checkpoint(last_path)
         pairs = [(G, "G"), (D, "D"), (opt_G, "opt_G"), (opt_D, "opt_D")]
@@ -598,7 +626,7 @@ def train_gan(G: nn.Module, D: nn.Module, data: Iterable | Callable[[int], Itera
             t0 = time.perf_counter()
             real, cond = None, None
             stats: dict[str, torch.Tensor] = {}
-            for phase in phases:
+            for phase in (("D",) if step < cfg.d_warmup else phases):
                 if phase == "D" or real is None:
                     real, cond = next_batch()
                 if phase == "D":
@@ -652,8 +680,8 @@ def train_gan(G: nn.Module, D: nn.Module, data: Iterable | Callable[[int], Itera
     if step > start or not last_path.is_file():
         atomic_torch_save(state(), last_path)
     snap = run_dir / "snapshots" / f"step_{step:07d}.pt"
-    if cfg.snapshot_every > 0 and step > start and not snap.is_file():  # the final form too (a stop mid-interval)
-        export_state(state(), snap, source=f"{run_dir.name} step {step}")
+    if cfg.snapshot_every > 0 and step > start:  # the final form, with D, so that a later run can go on (init_from)
+        export_state(state(), snap, source=f"{run_dir.name} step {step}", include_d=True)
     if stopped:
         print(f"stopped at step {step}; state saved to {last_path} (rerun the same command to resume)")
     return {"step": step, "stopped": stopped, "last": str(last_path),

@@ -32,6 +32,7 @@ class P2GANConfig(GANConfig):
     threads: int = 0  # CPU threads (0: torch's default)
     g_channels: int = 64
     d_channels: int = 64
+    d_projection: bool = False  # sagan: add a projection term to D (Miyato & Koyama 2018)
     conditional: bool = True
     num_classes: int = NUM_CLASSES
     n_samples: int = 100  # 10x10 grid, rows = digits 0-9
@@ -75,11 +76,13 @@ def gan_config_class(model: str) -> type[P2GANConfig]:
 def build_gan(cfg: P2GANConfig) -> tuple[nn.Module, nn.Module]:
     """(G, D) for ``cfg.arch``."""
     if cfg.arch == "acgan":
+        if cfg.d_projection:
+            raise UserError("d_projection is a sagan option (the ACGAN D classifies instead)")
         return (ACGANGenerator(cfg.z_dim, cfg.num_classes, cfg.g_channels),
                 ACGANDiscriminator(cfg.num_classes, cfg.d_channels))
     if cfg.arch == "sagan":
         return (SAGANGenerator(cfg.z_dim, cfg.num_classes, cfg.g_channels),
-                SAGANDiscriminator(cfg.num_classes, cfg.d_channels))
+                SAGANDiscriminator(cfg.num_classes, cfg.d_channels, projection=cfg.d_projection))
     raise UserError(f"unknown GAN arch {cfg.arch!r} (acgan or sagan)")
 
 

@@ -272,13 +272,16 @@ class SAGANDiscriminator(nn.Module):
 
     Condition -> Linear -> LeakyReLU (28*28) joined as a 4th input channel; SN-conv + LeakyReLU 0.1:
     28 -> 14 -> 7 (self-attention) -> 4 (self-attention) -> 1 logit (no sigmoid: the loss applies it).
+    ``projection=True`` adds the projection term of Miyato & Koyama (2018) (a stronger condition).
     """
 
-    def __init__(self, num_classes: int = 10, channels: int = 64, img_size: int = 28):
+    def __init__(self, num_classes: int = 10, channels: int = 64, img_size: int = 28, projection: bool = False):
         super().__init__()
         self.num_classes, self.img_size = num_classes, img_size
         c = channels
         self.cond = nn.Sequential(nn.Linear(num_classes, img_size * img_size), nn.LeakyReLU(0.2, True))
+        # projection discriminator (Miyato & Koyama 2018): logit += <embed(y), sum-pooled features>
+        self.proj = spectral_norm(nn.Linear(num_classes, 4 * c, bias=False)) if projection else None
         self.l1 = nn.Sequential(spectral_norm(nn.Conv2d(4, c, 4, 2, 1)), nn.LeakyReLU(0.1, True))  # 14
         self.l2 = nn.Sequential(spectral_norm(nn.Conv2d(c, 2 * c, 4, 2, 1)), nn.LeakyReLU(0.1, True))  # 7
         self.attn1 = SAGANAttention(2 * c)
@@ -287,7 +290,11 @@ class SAGANDiscriminator(nn.Module):
         self.last = spectral_norm(nn.Conv2d(4 * c, 1, 4))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        c = self.cond(as_condition(y, self.num_classes)).view(-1, 1, self.img_size, self.img_size)
+        y = as_condition(y, self.num_classes)
+        c = self.cond(y).view(-1, 1, self.img_size, self.img_size)
         h = self.attn1(self.l2(self.l1(torch.cat([x, c], dim=1))))
         h = self.attn2(self.l3(h))
-        return self.last(h).flatten()
+        out = self.last(h).flatten()
+        if self.proj is not None:
+            out = out + (self.proj(y) * h.sum(dim=(2, 3))).sum(dim=1)
+        return out

@@ -145,7 +145,8 @@ MAX_FILES, MAX_BYTES, MAX_TOTAL = 8, int(15.5 * 2**20), 62 * 2**20
 
 def _bundle_items(runs: Path) -> list[Path]:
     """Files worth bringing back, most important first: logs/metrics/configs and the newest sample
-    grid of every run, the problem-2 models, then problem-1 snapshots newest first (B before A)."""
+    grid of every run, the problem-2 models, then the snapshots newest first (each run's final one,
+    which keeps D, comes before any older one)."""
     small = [p for p in sorted(runs.rglob("*")) if p.is_file() and (
         p.suffix in (".log", ".jsonl", ".json") or p.name in ("end_at", "pids")) and "cache" not in p.parts]
     grids = []
@@ -154,7 +155,7 @@ def _bundle_items(runs: Path) -> list[Path]:
         grids += pngs[-1:]
     models = sorted(runs.glob("p2_*/model.pt"))
     snaps = [sorted((d / "snapshots").glob("step_*.pt"), reverse=True)
-             for d in sorted(runs.glob("p1_*"), reverse=True) if d.is_dir()]  # p1_B* before p1_A
+             for d in sorted(runs.glob("p[12]_*"), reverse=True) if d.is_dir()]  # p2 before p1_B* before p1_A
     order = [s[i] for i in range(max(map(len, snaps), default=0)) for s in snaps if i < len(s)]  # newest first
     return small + grids + models + order
 

@@ -6,6 +6,8 @@
 #   here:     bash scripts/train_gpu.sh pack              # carry/faces_0, faces_1 (~24 MB each), carry/digits (~26 MB)
 #   call 1:   bash scripts/train_gpu.sh start digits      # carry: carry/digits  -> p2 diffusion, ACGAN, SAGAN, detached
 #   call 2:   bash scripts/train_gpu.sh unpack faces_0    # carry: carry/faces_0 (decoded into the GPU's data folder)
+#   (call 2b: bash scripts/train_gpu.sh unpack init_0     # carry: carry/init_0, weights to go on from: NAME.pt
+#             of p1_A, p1_B, p1_B2, p2_acgan, p2_sagan (a run's final snapshot, D included); before `start`)
 #   call 3:   bash scripts/train_gpu.sh start faces       # carry: carry/faces_1 -> p1 A, B, B2, detached
 #   call 4:   bash scripts/train_gpu.sh collect "$OUT"    # waits for the deadline, bundles weights + logs
 #             (at most 62 MiB; what is left out is named, with the `gpu_pack.py bundle --skip N` call
@@ -28,6 +30,13 @@ limit_arg=${GPU_PACK_LIMIT:+--limit $GPU_PACK_LIMIT}
 mkdir -p "$runs"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
+init_arg() {  # init_arg NAME [SHIPPED]: go on from $runs/init/NAME.pt (carried), else SHIPPED where it exists
+    local f="$runs/init/$1.pt"
+    [ -f "$f" ] || f=${2:-}
+    [ -n "$f" ] && [ -f "$f" ] && echo "--init-from $f --d-warmup 300"
+    return 0
+}
+
 if [ "${GPU_TINY:-0}" = 1 ]; then
     steps=4; p1x="--limit 64 --batch-size 16 --ngf 8 --ndf 8 --snapshot-every 2"
     p2x="--max-images 256 --batch-size 32 --sample-every 0"
@@ -38,12 +47,17 @@ else
     # session 3's recipes: A as the reference DCGAN; B with the SNGAN standard-CNN D (session 2's B lost
     # its D: hinge loss ~1.9); B2 = BatchNorm D + BCE + EMA + DiffAugment translation; diffusion goes on
     # from the shipped weights at batch 256
-    a_x="--snapshot-every 6000"
-    b_x="--snapshot-every 4000"  # B's defaults now include --d-extra true
-    b2_x="--d-arch dcgan --loss bce --lr-d 2e-4 --batch-size 128 --diffaug translation --snapshot-every 6000"
+    # session 4: every GAN goes on from its last weights (init_arg) in a fresh run folder; a fresh D
+    # trains alone for its first 300 steps. The final snapshot of every run keeps D as well, so the
+    # next session can carry it back (carry/init*/NAME.pt -> $runs/init/, see `unpack`).
+    a_x="--snapshot-every 6000 $(init_arg p1_A checkpoints/p1_methodA.pt)"
+    b_x="--snapshot-every 4000 $(init_arg p1_B checkpoints/p1_methodB.pt)"  # B's defaults include --d-extra true
+    b2_x="--d-arch dcgan --loss bce --lr-d 2e-4 --batch-size 128 --diffaug translation --snapshot-every 6000 $(init_arg p1_B2)"
     diff_x="--batch-size 256 --warmup-steps 200"
     [ -f checkpoints/p2_diffusion.pt ] && diff_x="$diff_x --init-from checkpoints/p2_diffusion.pt"
-    acgan_x="--aux-weight 2 --eval-every 1000"; sagan_x="--batch-size 128"
+    # p2 GANs: one snapshot (the final one, with D) besides model.pt (best accuracy)
+    acgan_x="--aux-weight 2 --eval-every 1000 --snapshot-every 100000000 $(init_arg p2_acgan checkpoints/p2_acgan.pt)"
+    sagan_x="--batch-size 128 --d-projection true --snapshot-every 100000000 $(init_arg p2_sagan)"
 fi
 a_x=${P1A_ARGS-$a_x}; b_x=${P1B_ARGS-$b_x}; b2_x=${P1B2_ARGS-$b2_x}
 diff_x=${DIFF_ARGS-$diff_x}; acgan_x=${ACGAN_ARGS-$acgan_x}; sagan_x=${SAGAN_ARGS-$sagan_x}
@@ -74,7 +88,11 @@ unpack() {  # unpack carry/NAME... into $data, each once (the data folder outliv
     for name in "$@"; do
         [ -f "$data/.unpacked_$name" ] && continue
         [ -d "$carry/$name" ] || { echo "no pack $carry/$name (carry it in this call)" >&2; exit 2; }
-        "$py" scripts/gpu_pack.py unpack "$carry/$name" --data "$data"
+        if [[ $name == init* ]]; then  # weights to go on from (init_arg): kept in the run folder
+            mkdir -p "$runs/init" && cp "$carry/$name"/*.pt "$runs/init/" && ls -l "$runs/init"
+        else
+            "$py" scripts/gpu_pack.py unpack "$carry/$name" --data "$data"
+        fi
         touch "$data/.unpacked_$name"
     done
 }

@@ -264,3 +264,46 @@ def test_recompute_bn_stats_matches_own_outputs():
     assert torch.allclose(G[1].running_mean, torch.stack([c.mean(0) for c in chunks]).mean(0), atol=1e-6)
     assert torch.allclose(G[1].running_var, torch.stack([c.var(0) for c in chunks]).mean(0), atol=1e-6)
     assert not G.training and G[1].momentum == 0.1
+
+
+def test_init_from_final_snapshot_and_d_warmup(tmp_path):
+    """A run's final snapshot keeps D; a new run initialised from it starts with those weights, trains
+    D alone for d_warmup steps (G untouched), and a bad file is a one-line error naming it."""
+    cfg = cfg_(max_steps=3, snapshot_every=100)  # no periodic snapshot: only the final one
+    G1, D1 = TinyG(), TinyD()
+    train_gan(G1, D1, make_data(), cfg, tmp_path / "a", progress=False)
+    snap = tmp_path / "a" / "snapshots" / "step_0000003.pt"
+    ck = load_checkpoint(snap)
+    assert ck["step"] == 3 and set(ck["D"]) == set(D1.state_dict())
+    assert all(v.dtype == torch.float16 for v in ck["D"].values())
+    assert json.loads(snap.with_suffix(".json").read_text())["has_D"] is True
+
+    G2, D2 = TinyG(), TinyD()
+    seen = {}
+
+    def eval_fn(G_eval, step):  # EMA starts as the initialised G
+        seen[step] = {k: v.clone() for k, v in G_eval.state_dict().items()}
+        return {}
+
+    out = train_gan(G2, D2, make_data(), cfg_(max_steps=2, d_warmup=2, init_from=str(snap), eval_every=1),
+                    tmp_path / "b", eval_fn=eval_fn, progress=False)
+    assert out["step"] == 2
+    for k, v in ck["model"].items():  # D-only steps: G (and its EMA) still the snapshot's
+        assert torch.equal(G2.state_dict()[k], v.float()) and torch.equal(seen[2][k], v.float())
+    assert any(not torch.equal(D2.state_dict()[k], v.float()) for k, v in ck["D"].items())  # D trained
+    recs = [r for r in read_jsonl(tmp_path / "b" / "metrics.jsonl") if r["kind"] == "train"]
+    assert all("loss_G" not in r and "loss_D" in r for r in recs)
+    # after the warm-up both train
+    G3 = TinyG()
+    train_gan(G3, TinyD(), make_data(), cfg_(max_steps=3, d_warmup=1, init_from=str(snap)), tmp_path / "c",
+              progress=False)
+    assert not torch.equal(G3.state_dict()["net.0.weight"], ck["model"]["net.0.weight"].float())
+
+    with pytest.raises(UserError, match="checkpoint not found: .*nope.pt"):
+        train_gan(TinyG(), TinyD(), make_data(), cfg_(init_from=str(tmp_path / "nope.pt")), tmp_path / "d",
+                  progress=False)
+    with pytest.raises(UserError, match=r"step_0000003.pt does not match .*same architecture"):
+        train_gan(TinyG(N_CLS), TinyD(), make_data("label"), cfg_(conditional=True, num_classes=N_CLS,
+                  init_from=str(snap)), tmp_path / "e", progress=False)
+    with pytest.raises(UserError, match="d_warmup must be >= 0"):
+        validate_config(cfg_(d_warmup=-1))

@@ -24,6 +24,7 @@ from p2_diffusion_acgan.inference import Generator, default_checkpoint, digit_la
 from p2_diffusion_acgan.model import (ACGANDiscriminator, ACGANGenerator, SAGANDiscriminator, SAGANGenerator,
                                       SelfAttention, UNet)
 from p2_diffusion_acgan.schedulers import SAMPLERS, DDIMSampler, NoiseSchedule, make_sampler, per_image_generators
+from p2_diffusion_acgan.gan_setup import ACGANConfig, build_gan
 from tests.conftest import needs_shared
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,6 +91,23 @@ def test_gan_shapes_and_multi_hot_conditions():
             G.eval()
             torch.testing.assert_close(G(z, y), G(z, torch.nn.functional.one_hot(y, 10).float()))
             assert not torch.allclose(G(z, y), G(z, multi))
+
+
+def test_sagan_projection_discriminator():
+    """d_projection adds <embed(y), pooled features>: the same weights score the same image differently
+    per class, and without it the projection layer does not exist (old D checkpoints still load)."""
+    torch.manual_seed(0)
+    x, y0, y1 = torch.randn(3, 3, 28, 28), torch.tensor([0, 0, 0]), torch.tensor([5, 5, 5])
+    plain, proj = SAGANDiscriminator(channels=8), SAGANDiscriminator(channels=8, projection=True)
+    assert plain.proj is None and not any(k.startswith("proj") for k in plain.state_dict())
+    proj.load_state_dict(plain.state_dict(), strict=False)
+    proj.eval(), plain.eval()
+    with torch.no_grad():
+        h_term = proj(x, y0) - plain(x, y0)  # the projection term alone
+        assert h_term.shape == (3,) and h_term.abs().min() > 0
+        assert not torch.allclose(proj(x, y0) - plain(x, y0), proj(x, y1) - plain(x, y1))
+    with pytest.raises(UserError, match="d_projection is a sagan option"):
+        build_gan(ACGANConfig(d_projection=True))
 
 
 # ----------------------------------------------------------------------------- schedule / samplers
