@@ -4,6 +4,7 @@
     python scripts/gpu_pack.py pack faces  --data hw2_data --out carry/faces_1 --part 1/2  # (38,464 faces)
     python scripts/gpu_pack.py pack digits --data hw2_data --out carry/digits   # ~24 MB (mnistm train)
     python scripts/gpu_pack.py unpack carry/faces --data hw2_data               # on the GPU machine
+    python scripts/gpu_pack.py pack-init runs/gpu_s4 --out carry                # final snapshots -> carry/init_K
 
 A pack is one .npz of WebP images (lossy, ``--quality``, default 85 for faces, 90 for
 digits: the face JPEGs average 3.3 KB and would not fit) plus the split's csv for digits. Unpacking
@@ -206,6 +207,50 @@ def bundle(runs: Path, out: Path, max_files: int = MAX_FILES, max_bytes: int = M
     return written
 
 
+INIT_RUNS = ("p1_A", "p1_B", "p1_B2", "p2_acgan", "p2_sagan")  # the GAN jobs of train_gpu.sh
+
+
+def pack_init(runs: Path, out: Path, max_mib: float = 29.0) -> list[Path]:
+    """Here, after ``bundle-extract``: each GAN run's newest snapshot that keeps D -> ``out/init_K/NAME.pt``
+    (first fit into packs of at most ``max_mib``, which travel beside the ~35 MB tracked tree), so
+    the next GPU run goes on from them (``train_gpu.sh unpack init_K``). Old init packs are replaced."""
+    import json
+    import shutil
+    picks = []
+    for name in INIT_RUNS:
+        for snap in sorted((runs / name / "snapshots").glob("step_*.pt"), reverse=True):
+            meta = snap.with_suffix(".json")
+            if meta.is_file() and json.loads(meta.read_text()).get("has_D"):
+                picks.append((name, snap))
+                break
+    if not picks:
+        raise DataError(f"no final snapshot with D under {runs}/{{{','.join(INIT_RUNS)}}}/snapshots")
+    limit = int(max_mib * 2**20)
+    bins: list[list[tuple[str, Path]]] = []
+    for name, snap in sorted(picks, key=lambda t: -t[1].stat().st_size):
+        size = snap.stat().st_size
+        if size > limit:
+            raise DataError(f"{snap} is {size / 2**20:.1f} MiB, over --max-mib {max_mib}")
+        for b in bins:
+            if sum(q.stat().st_size for _, q in b) + size <= limit:
+                b.append((name, snap))
+                break
+        else:
+            bins.append([(name, snap)])
+    for old in out.glob("init_*"):
+        shutil.rmtree(old)
+    dirs = []
+    for k, b in enumerate(bins):
+        d = out / f"init_{k}"
+        d.mkdir(parents=True)
+        for name, snap in b:
+            shutil.copyfile(snap, d / f"{name}.pt")
+        print(f"{d}: {', '.join(f'{n} ({s.name})' for n, s in b)}, "
+              f"{sum(s.stat().st_size for _, s in b) / 2**20:.1f} MiB")
+        dirs.append(d)
+    return dirs
+
+
 def extract(bundles: Path, dest: Path) -> int:
     """Unpack every bundle_*.tar of ``bundles`` into ``dest``; returns the number of files."""
     tars = sorted(bundles.glob("bundle_*.tar"))
@@ -242,8 +287,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     e = sub.add_parser("bundle-extract", help="here: unpack the bundles a device call brought back")
     e.add_argument("bundles")
     e.add_argument("dest")
+    f = sub.add_parser("pack-init", help="here: each GAN run's final snapshot (with D) -> OUT/init_K, to go on next time")
+    f.add_argument("runs")
+    f.add_argument("--out", default="carry")
+    f.add_argument("--max-mib", type=float, default=29.0)
     args = p.parse_args(argv)
-    if args.cmd == "bundle":
+    if args.cmd == "pack-init":
+        pack_init(Path(args.runs), Path(args.out), args.max_mib)
+    elif args.cmd == "bundle":
         bundle(Path(args.runs), Path(args.out), skip=args.skip)
     elif args.cmd == "bundle-extract":
         extract(Path(args.bundles), Path(args.dest))

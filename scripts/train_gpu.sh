@@ -13,6 +13,8 @@
 #             (at most 62 MiB; what is left out is named, with the `gpu_pack.py bundle --skip N` call
 #             that brings it back in a 5th call while the machine is still warm)
 #   here:     python scripts/gpu_pack.py bundle-extract <files_at> runs/gpu   # then evaluate and ship
+#   here:     python scripts/gpu_pack.py pack-init runs/gpu --out carry      # final snapshots (with D) ->
+#             carry/init_K (<= 29 MiB each), carried by `unpack init_K` calls before the next `start`s
 #
 # Every job runs `setsid nohup` with its own log and stops by SIGTERM at one shared deadline
 # (runs/gpu/end_at, set by the first `start`: now + GPU_TRAIN_SECONDS, default 480), which saves its
@@ -41,7 +43,8 @@ if [ "${GPU_TINY:-0}" = 1 ]; then
     steps=4; p1x="--limit 64 --batch-size 16 --ngf 8 --ndf 8 --snapshot-every 2"
     p2x="--max-images 256 --batch-size 32 --sample-every 0"
     diffx="--base-channels 8 --eval-every 0"; ganx="--g-channels 8 --d-channels 8 --eval-every 0"
-    a_x=""; b_x=""; b2_x="--d-arch dcgan --loss bce"; diff_x=""; acgan_x=""; sagan_x=""
+    a_x="$(init_arg p1_A)"; b_x="$(init_arg p1_B)"; b2_x="--d-arch dcgan --loss bce $(init_arg p1_B2)"; diff_x=""
+    acgan_x="--snapshot-every 1000 $(init_arg p2_acgan)"; sagan_x="--d-projection true --snapshot-every 1000 $(init_arg p2_sagan)"
 else
     steps=1000000; p1x="--sample-every 2000"; p2x="--sample-every 4000"; diffx="--eval-every 2000"; ganx="--eval-every 2000"
     # session 3's recipes: A as the reference DCGAN; B with the SNGAN standard-CNN D (session 2's B lost

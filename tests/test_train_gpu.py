@@ -100,6 +100,19 @@ def test_train_gpu_script_end_to_end_tiny(tiny_digits, tmp_path):
     assert p1_main([str(tmp_path / "faces_out"), "--checkpoint", str(snaps[-1])]) == 0
     assert len(list((tmp_path / "faces_out").glob("*.png"))) == 1000
 
+    # the next session: every GAN run's final snapshot (G + D) is carried back and the jobs go on from it
+    packs = gpu_pack.pack_init(back, tmp_path / "carry2", max_mib=1.0)
+    names = sorted(p.stem for d in packs for p in d.glob("*.pt"))
+    assert names == sorted(gpu_pack.INIT_RUNS)
+    env2 = {**env, "GPU_RUNS": str(tmp_path / "runs2"), "GPU_CARRY": str(tmp_path / "carry2")}
+    for args in [["unpack"] + [d.name for d in packs], ["start", "faces"], ["start", "digits"],
+                 ["collect", str(tmp_path / "out2")]]:
+        r = subprocess.run(sh + args, env=env2, capture_output=True, text=True, errors="replace", timeout=600)
+        assert r.returncode == 0, (args, r.stdout[-2000:], r.stderr[-2000:])
+    for name in gpu_pack.INIT_RUNS:
+        log = (tmp_path / "runs2" / f"{name}.log").read_text(errors="replace")
+        assert f"initialised G and D from {tmp_path / 'runs2' / 'init' / name}.pt (its step 4" in log, name
+
 
 def test_bundle_total_cap_and_skip_bring_back_everything_in_two_calls(tmp_path):
     runs = tmp_path / "runs"
