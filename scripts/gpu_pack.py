@@ -210,14 +210,29 @@ def bundle(runs: Path, out: Path, max_files: int = MAX_FILES, max_bytes: int = M
 INIT_RUNS = ("p1_A", "p1_B", "p1_B2", "p2_acgan", "p2_sagan")  # the GAN jobs of train_gpu.sh
 
 
-def pack_init(runs: Path, out: Path, max_mib: float = 29.0) -> list[Path]:
+def d_gap(metrics: Path, last: int = 10) -> float | None:
+    """Mean ``d_real - d_fake`` (D's logits) over a GAN run's last ``last`` train logs; ~0 = D at chance."""
+    import json
+    if not metrics.is_file():
+        return None
+    recs = [r for r in map(json.loads, metrics.read_text().splitlines())
+            if r.get("kind") == "train" and "d_real" in r and "d_fake" in r][-last:]
+    return sum(r["d_real"] - r["d_fake"] for r in recs) / len(recs) if recs else None
+
+
+def pack_init(runs: Path, out: Path, max_mib: float = 29.0, min_gap: float = 0.1) -> list[Path]:
     """Here, after ``bundle-extract``: each GAN run's newest snapshot that keeps D -> ``out/init_K/NAME.pt``
     (first fit into packs of at most ``max_mib``, which travel beside the ~35 MB tracked tree), so
-    the next GPU run goes on from them (``train_gpu.sh unpack init_K``). Old init packs are replaced."""
+    the next GPU run goes on from them (``train_gpu.sh unpack init_K``). Old init packs are replaced.
+    A run whose D ended at chance (``d_gap`` < ``min_gap``: it no longer teaches G) is left out."""
     import json
     import shutil
     picks = []
     for name in INIT_RUNS:
+        gap = d_gap(runs / name / "metrics.jsonl")
+        if gap is not None and gap < min_gap:
+            print(f"{name}: left out, its D is at chance (mean d_real - d_fake over the last logs {gap:.3f} < {min_gap})")
+            continue
         for snap in sorted((runs / name / "snapshots").glob("step_*.pt"), reverse=True):
             meta = snap.with_suffix(".json")
             if meta.is_file() and json.loads(meta.read_text()).get("has_D"):
@@ -291,9 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     f.add_argument("runs")
     f.add_argument("--out", default="carry")
     f.add_argument("--max-mib", type=float, default=29.0)
+    f.add_argument("--min-gap", type=float, default=0.1, help="leave out runs whose D ended at chance")
     args = p.parse_args(argv)
     if args.cmd == "pack-init":
-        pack_init(Path(args.runs), Path(args.out), args.max_mib)
+        pack_init(Path(args.runs), Path(args.out), args.max_mib, args.min_gap)
     elif args.cmd == "bundle":
         bundle(Path(args.runs), Path(args.out), skip=args.skip)
     elif args.cmd == "bundle-extract":

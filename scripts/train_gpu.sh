@@ -50,16 +50,19 @@ else
     # session 3's recipes: A as the reference DCGAN; B with the SNGAN standard-CNN D (session 2's B lost
     # its D: hinge loss ~1.9); B2 = BatchNorm D + BCE + EMA + DiffAugment translation; diffusion goes on
     # from the shipped weights at batch 256
-    # session 4: every GAN goes on from its last weights (init_arg) in a fresh run folder; a fresh D
-    # trains alone for its first 300 steps. The final snapshot of every run keeps D as well, so the
-    # next session can carry it back (carry/init*/NAME.pt -> $runs/init/, see `unpack`).
+    # Every GAN goes on from its last weights (init_arg) in a fresh run folder. The final snapshot of
+    # every run keeps D as well, so the next session can carry it back (carry/init*/NAME.pt ->
+    # $runs/init/, see `unpack`). Only A falls back to a shipped G with a fresh D: session 4 measured
+    # that a fresh D never catches up with the trained G of B, B2 or ACGAN (D stayed at chance,
+    # d_real - d_fake ~ 0, for 14-35k steps: FID B2 31.5 -> 57, B 33.2 -> 316, ACGAN 82 -> 136 while
+    # its aux classifier still pushed accuracy 98.0 -> 99.4 %); A's D (no DiffAugment) did.
     a_x="--snapshot-every 6000 $(init_arg p1_A checkpoints/p1_methodA.pt)"
-    b_x="--snapshot-every 4000 $(init_arg p1_B checkpoints/p1_methodB.pt)"  # B's defaults include --d-extra true
+    b_x="--snapshot-every 4000 $(init_arg p1_B)"  # B's defaults include --d-extra true
     b2_x="--d-arch dcgan --loss bce --lr-d 2e-4 --batch-size 128 --diffaug translation --snapshot-every 6000 $(init_arg p1_B2)"
     diff_x="--batch-size 256 --warmup-steps 200"
     [ -f checkpoints/p2_diffusion.pt ] && diff_x="$diff_x --init-from checkpoints/p2_diffusion.pt"
     # p2 GANs: one snapshot (the final one, with D) besides model.pt (best accuracy)
-    acgan_x="--aux-weight 2 --eval-every 1000 --snapshot-every 100000000 $(init_arg p2_acgan checkpoints/p2_acgan.pt)"
+    acgan_x="--aux-weight 2 --eval-every 1000 --snapshot-every 100000000 $(init_arg p2_acgan)"
     sagan_x="--batch-size 128 --d-projection true --snapshot-every 100000000 $(init_arg p2_sagan)"
 fi
 a_x=${P1A_ARGS-$a_x}; b_x=${P1B_ARGS-$b_x}; b2_x=${P1B2_ARGS-$b2_x}

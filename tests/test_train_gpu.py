@@ -101,7 +101,7 @@ def test_train_gpu_script_end_to_end_tiny(tiny_digits, tmp_path):
     assert len(list((tmp_path / "faces_out").glob("*.png"))) == 1000
 
     # the next session: every GAN run's final snapshot (G + D) is carried back and the jobs go on from it
-    packs = gpu_pack.pack_init(back, tmp_path / "carry2", max_mib=1.0)
+    packs = gpu_pack.pack_init(back, tmp_path / "carry2", max_mib=1.0, min_gap=float("-inf"))  # 4 steps: any D
     names = sorted(p.stem for d in packs for p in d.glob("*.pt"))
     assert names == sorted(gpu_pack.INIT_RUNS)
     env2 = {**env, "GPU_RUNS": str(tmp_path / "runs2"), "GPU_CARRY": str(tmp_path / "carry2")}
@@ -128,3 +128,21 @@ def test_bundle_total_cap_and_skip_bring_back_everything_in_two_calls(tmp_path):
     gpu_pack.bundle(runs, tmp_path / "o2", skip=len(got1))
     gpu_pack.extract(tmp_path / "o2", tmp_path / "back")
     assert len(list((tmp_path / "back" / "p1_B" / "snapshots").iterdir())) == 6
+
+
+def test_pack_init_leaves_out_runs_whose_d_is_at_chance(tmp_path, capsys):
+    import json
+    runs = tmp_path / "runs"
+    for name, gap in (("p1_A", 4.0), ("p1_B2", 0.01)):
+        (runs / name / "snapshots").mkdir(parents=True)
+        (runs / name / "metrics.jsonl").write_text("".join(
+            json.dumps({"kind": "train", "step": s, "d_real": gap / 2, "d_fake": -gap / 2}) + "\n" for s in range(12)))
+        for step, has_d in ((1, True), (2, False)):  # the newest snapshot WITH D is the one carried
+            snap = runs / name / "snapshots" / f"step_{step:07d}.pt"
+            snap.write_bytes(os.urandom(1000 * step))
+            snap.with_suffix(".json").write_text(json.dumps({"has_D": has_d}))
+    packs = gpu_pack.pack_init(runs, tmp_path / "carry")
+    assert [p.name for p in packs[0].iterdir()] == ["p1_A.pt"]
+    assert (packs[0] / "p1_A.pt").stat().st_size == 1000
+    assert "p1_B2: left out, its D is at chance" in capsys.readouterr().out
+    assert gpu_pack.d_gap(runs / "p1_B2" / "metrics.jsonl") == pytest.approx(0.01)
