@@ -1,0 +1,45 @@
+"""scripts/ship_checkpoint.py: weights to fp16 without D, old headline fields under 'previous', dotted --set."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import torch
+
+from common.training import load_checkpoint
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+import ship_checkpoint  # noqa: E402
+
+
+def test_ship_moves_old_headline_to_previous_and_drops_d(tmp_path):
+    src = tmp_path / "snap.pt"
+    torch.save({"version": 1, "step": 7, "config": {"guidance": 2.0, "arch": "acgan"},
+                "model": {"w": torch.ones(3)}, "D": {"v": torch.ones(2)}}, src)
+    ck_dir = tmp_path / "ck"
+    ck_dir.mkdir()
+    (ck_dir / "p2_acgan.json").write_text(json.dumps({"step": 3, "accuracy": 0.9, "training": {"minutes": 5},
+                                                      "previous": {"step": 1}}))
+    meta = ship_checkpoint.ship(src, "p2_acgan", ck_dir, ["accuracy=0.99", "training.epochs=2.5", "note=plain words"],
+                                ["guidance=4.0"], "")
+    ck = load_checkpoint(ck_dir / "p2_acgan.pt")
+    assert "D" not in ck and ck["model"]["w"].dtype == torch.float16 and ck["config"]["guidance"] == 4.0
+    saved = json.loads((ck_dir / "p2_acgan.json").read_text())
+    assert saved == meta
+    assert saved["previous"] == {"step": 3, "accuracy": 0.9}  # one level: the old 'previous' is dropped
+    assert saved["step"] == 7 and saved["accuracy"] == 0.99 and saved["note"] == "plain words"
+    assert saved["training"] == {"minutes": 5, "epochs": 2.5} and saved["source"] == str(src)
+
+
+def test_ship_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.pt"
+    torch.save({"G": {"w": torch.ones(1)}}, bad)
+    for args, msg in (([str(tmp_path / "nope.pt"), "x"], "checkpoint not found"),
+                      ([str(bad), "x"], "is not a shipped form"),
+                      ([str(bad), "x", "--set", "novalue"], "is not a shipped form")):
+        r = subprocess.run([sys.executable, str(REPO / "scripts" / "ship_checkpoint.py"), *args,
+                            "--checkpoints", str(tmp_path / "ck")], capture_output=True, text=True)
+        assert r.returncode == 2 and r.stderr.startswith("error: ") and msg in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
