@@ -221,7 +221,8 @@ def d_gap(metrics: Path, last: int = 10) -> float | None:
 
 
 def pack_init(runs: Path, out: Path, max_mib: float = 29.0, min_gap: float = 0.1) -> list[Path]:
-    """Here, after ``bundle-extract``: each GAN run's newest snapshot that keeps D -> ``out/init_K/NAME.pt``
+    """Here, after ``bundle-extract``: each GAN run's newest snapshot that keeps D (and the diffusion
+    run's model.pt) -> ``out/init_K/NAME.pt``
     (first fit into packs of at most ``max_mib``, which travel beside the ~35 MB tracked tree), so
     the next GPU run goes on from them (``train_gpu.sh unpack init_K``). Old init packs are replaced.
     A run whose D ended at chance (``d_gap`` < ``min_gap``: it no longer teaches G) is left out."""
@@ -238,8 +239,11 @@ def pack_init(runs: Path, out: Path, max_mib: float = 29.0, min_gap: float = 0.1
             if meta.is_file() and json.loads(meta.read_text()).get("has_D"):
                 picks.append((name, snap))
                 break
+    if (runs / "p2_diffusion" / "model.pt").is_file():  # the U-Net's EMA weights (no D to worry about)
+        picks.append(("p2_diffusion", runs / "p2_diffusion" / "model.pt"))
     if not picks:
-        raise DataError(f"no final snapshot with D under {runs}/{{{','.join(INIT_RUNS)}}}/snapshots")
+        raise DataError(f"no final snapshot with D under {runs}/{{{','.join(INIT_RUNS)}}}/snapshots "
+                        f"and no {runs}/p2_diffusion/model.pt")
     limit = int(max_mib * 2**20)
     bins: list[list[tuple[str, Path]]] = []
     for name, snap in sorted(picks, key=lambda t: -t[1].stat().st_size):

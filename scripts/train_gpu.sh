@@ -43,7 +43,8 @@ if [ "${GPU_TINY:-0}" = 1 ]; then
     steps=4; p1x="--limit 64 --batch-size 16 --ngf 8 --ndf 8 --snapshot-every 2"
     p2x="--max-images 256 --batch-size 32 --sample-every 0"
     diffx="--base-channels 8 --eval-every 0"; ganx="--g-channels 8 --d-channels 8 --eval-every 0"
-    a_x="$(init_arg p1_A)"; b_x="$(init_arg p1_B)"; b2_x="--d-arch dcgan --loss bce $(init_arg p1_B2)"; diff_x=""
+    a_x="$(init_arg p1_A)"; b_x="$(init_arg p1_B)"; b2_x="--d-arch dcgan --loss bce $(init_arg p1_B2)"
+    diff_x="$(init_arg p2_diffusion | sed 's/ --d-warmup.*//')"
     acgan_x="--snapshot-every 1000 $(init_arg p2_acgan)"; sagan_x="--d-projection true --snapshot-every 1000 $(init_arg p2_sagan)"
 else
     steps=1000000; p1x="--sample-every 2000"; p2x="--sample-every 4000"; diffx="--eval-every 2000"; ganx="--eval-every 2000"
@@ -60,7 +61,7 @@ else
     b_x="--snapshot-every 4000 $(init_arg p1_B)"  # B's defaults include --d-extra true
     b2_x="--d-arch dcgan --loss bce --lr-d 2e-4 --batch-size 128 --diffaug translation --snapshot-every 6000 $(init_arg p1_B2)"
     diff_x="--batch-size 256 --warmup-steps 200"
-    [ -f checkpoints/p2_diffusion.pt ] && diff_x="$diff_x --init-from checkpoints/p2_diffusion.pt"
+    diff_x="$diff_x $(init_arg p2_diffusion checkpoints/p2_diffusion.pt | sed 's/ --d-warmup.*//')"
     # p2 GANs: one snapshot (the final one, with D) besides model.pt (best accuracy)
     acgan_x="--aux-weight 2 --eval-every 1000 --snapshot-every 100000000 $(init_arg p2_acgan)"
     sagan_x="--batch-size 128 --d-projection true --snapshot-every 100000000 $(init_arg p2_sagan)"

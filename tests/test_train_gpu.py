@@ -103,7 +103,7 @@ def test_train_gpu_script_end_to_end_tiny(tiny_digits, tmp_path):
     # the next session: every GAN run's final snapshot (G + D) is carried back and the jobs go on from it
     packs = gpu_pack.pack_init(back, tmp_path / "carry2", max_mib=1.0, min_gap=float("-inf"))  # 4 steps: any D
     names = sorted(p.stem for d in packs for p in d.glob("*.pt"))
-    assert names == sorted(gpu_pack.INIT_RUNS)
+    assert names == sorted(gpu_pack.INIT_RUNS + ("p2_diffusion",))
     env2 = {**env, "GPU_RUNS": str(tmp_path / "runs2"), "GPU_CARRY": str(tmp_path / "carry2")}
     for args in [["unpack"] + [d.name for d in packs], ["start", "faces"], ["start", "digits"],
                  ["collect", str(tmp_path / "out2")]]:
@@ -112,6 +112,8 @@ def test_train_gpu_script_end_to_end_tiny(tiny_digits, tmp_path):
     for name in gpu_pack.INIT_RUNS:
         log = (tmp_path / "runs2" / f"{name}.log").read_text(errors="replace")
         assert f"initialised G and D from {tmp_path / 'runs2' / 'init' / name}.pt (its step 4" in log, name
+    log = (tmp_path / "runs2" / "p2_diffusion.log").read_text(errors="replace")
+    assert f"initialised from {tmp_path / 'runs2' / 'init' / 'p2_diffusion.pt'} (its step 4" in log
 
 
 def test_bundle_total_cap_and_skip_bring_back_everything_in_two_calls(tmp_path):
