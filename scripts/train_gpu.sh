@@ -4,17 +4,21 @@
 # the machine goes back after 30 s idle).
 #
 #   here:     bash scripts/train_gpu.sh pack              # carry/faces_0, faces_1 (~24 MB each), carry/digits (~26 MB)
+#   here:     python scripts/gpu_pack.py pack-init runs/gpu_sN --out carry   # the last run's weights to go on
+#             from -> carry/init_K (<= 29 MiB each; see "after the run" below); skip on a first run
+#   call 0:   bash scripts/train_gpu.sh unpack init_0     # carry: carry/init_0 (one call per init pack,
+#             BEFORE any start: the jobs pick their init file up when they are launched)
 #   call 1:   bash scripts/train_gpu.sh start digits      # carry: carry/digits  -> p2 diffusion, ACGAN, SAGAN, detached
 #   call 2:   bash scripts/train_gpu.sh unpack faces_0    # carry: carry/faces_0 (decoded into the GPU's data folder)
-#   (call 2b: bash scripts/train_gpu.sh unpack init_0     # carry: carry/init_0, weights to go on from: NAME.pt
-#             of p1_A, p1_B, p1_B2, p2_acgan, p2_sagan (a run's final snapshot, D included); before `start`)
 #   call 3:   bash scripts/train_gpu.sh start faces       # carry: carry/faces_1 -> p1 A, B, B2, detached
 #   call 4:   bash scripts/train_gpu.sh collect "$OUT"    # waits for the deadline, bundles weights + logs
 #             (at most 62 MiB; what is left out is named, with the `gpu_pack.py bundle --skip N` call
 #             that brings it back in a 5th call while the machine is still warm)
-#   here:     python scripts/gpu_pack.py bundle-extract <files_at> runs/gpu   # then evaluate and ship
-#   here:     python scripts/gpu_pack.py pack-init runs/gpu --out carry      # final snapshots (with D) ->
-#             carry/init_K (<= 29 MiB each), carried by `unpack init_K` calls before the next `start`s
+#   here:     python scripts/gpu_pack.py bundle-extract <files_at> runs/gpu_sN   # then evaluate and ship
+#   after the run: every GAN run's final snapshot keeps D, and pack-init (above) carries it, with the
+#             diffusion model.pt, to the next run (runs whose D ended at chance are left out)
+#   The calls follow each other with no pause: the machine is held (and counted) from the first call
+#   to give_back, idle or not; end_at can be moved back while the jobs run.
 #
 # Every job runs `setsid nohup` with its own log and stops by SIGTERM at one shared deadline
 # (runs/gpu/end_at, set by the first `start`: now + GPU_TRAIN_SECONDS, default 480), which saves its
