@@ -678,10 +678,11 @@ def train_gan(G: nn.Module, D: nn.Module, data: Iterable | Callable[[int], Itera
                 t_ckpt = time.time()
     bar.close()
     if step > start or not last_path.is_file():
-        atomic_torch_save(state(), last_path)
-    snap = run_dir / "snapshots" / f"step_{step:07d}.pt"
-    if cfg.snapshot_every > 0 and step > start:  # the final form, with D, so that a later run can go on (init_from)
-        export_state(state(), snap, source=f"{run_dir.name} step {step}", include_d=True)
+        final = state()  # built once: it refreshes the EMA's BatchNorm statistics
+        atomic_torch_save(final, last_path)
+        if cfg.snapshot_every > 0 and step > start:  # the final form, with D, so that a later run can go on (init_from)
+            export_state(final, run_dir / "snapshots" / f"step_{step:07d}.pt", source=f"{run_dir.name} step {step}",
+                         include_d=True)
     if stopped:
         print(f"stopped at step {step}; state saved to {last_path} (rerun the same command to resume)")
     return {"step": step, "stopped": stopped, "last": str(last_path),

@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import os
+import shutil
 import sys
 import tarfile
 from concurrent.futures import ProcessPoolExecutor
@@ -212,7 +214,6 @@ INIT_RUNS = ("p1_A", "p1_B", "p1_B2", "p2_acgan", "p2_sagan")  # the GAN jobs of
 
 def d_gap(metrics: Path, last: int = 10) -> float | None:
     """Mean ``d_real - d_fake`` (D's logits) over a GAN run's last ``last`` train logs; ~0 = D at chance."""
-    import json
     if not metrics.is_file():
         return None
     recs = [r for r in map(json.loads, metrics.read_text().splitlines())
@@ -226,8 +227,6 @@ def pack_init(runs: Path, out: Path, max_mib: float = 29.0, min_gap: float = 0.1
     (first fit into packs of at most ``max_mib``, which travel beside the ~35 MB tracked tree), so
     the next GPU run goes on from them (``train_gpu.sh unpack init_K``). Old init packs are replaced.
     A run whose D ended at chance (``d_gap`` < ``min_gap``: it no longer teaches G) is left out."""
-    import json
-    import shutil
     picks = []
     for name in INIT_RUNS:
         gap = d_gap(runs / name / "metrics.jsonl")

@@ -39,7 +39,14 @@ export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 init_arg() {  # init_arg NAME [SHIPPED]: go on from $runs/init/NAME.pt (carried), else SHIPPED where it exists
     local f="$runs/init/$1.pt"
     [ -f "$f" ] || f=${2:-}
-    [ -n "$f" ] && [ -f "$f" ] && echo "--init-from $f --d-warmup 300"
+    [ -n "$f" ] && [ -f "$f" ] && echo "--init-from $f"
+    return 0
+}
+
+gan_init() {  # gan_init NAME [SHIPPED]: init_arg, and D trains alone for the first 300 steps of such a run
+    local a
+    a=$(init_arg "$@")
+    [ -n "$a" ] && echo "$a --d-warmup 300"
     return 0
 }
 
@@ -47,28 +54,28 @@ if [ "${GPU_TINY:-0}" = 1 ]; then
     steps=4; p1x="--limit 64 --batch-size 16 --ngf 8 --ndf 8 --snapshot-every 2"
     p2x="--max-images 256 --batch-size 32 --sample-every 0"
     diffx="--base-channels 8 --eval-every 0"; ganx="--g-channels 8 --d-channels 8 --eval-every 0"
-    a_x="$(init_arg p1_A)"; b_x="$(init_arg p1_B)"; b2_x="--d-arch dcgan --loss bce $(init_arg p1_B2)"
-    diff_x="$(init_arg p2_diffusion | sed 's/ --d-warmup.*//')"
-    acgan_x="--snapshot-every 1000 $(init_arg p2_acgan)"; sagan_x="--d-projection true --snapshot-every 1000 $(init_arg p2_sagan)"
+    a_x="$(gan_init p1_A)"; b_x="$(gan_init p1_B)"; b2_x="--d-arch dcgan --loss bce $(gan_init p1_B2)"
+    diff_x="$(init_arg p2_diffusion)"
+    acgan_x="--snapshot-every 1000 $(gan_init p2_acgan)"; sagan_x="--d-projection true --snapshot-every 1000 $(gan_init p2_sagan)"
 else
     steps=1000000; p1x="--sample-every 2000"; p2x="--sample-every 4000"; diffx="--eval-every 2000"; ganx="--eval-every 2000"
     # session 3's recipes: A as the reference DCGAN; B with the SNGAN standard-CNN D (session 2's B lost
     # its D: hinge loss ~1.9); B2 = BatchNorm D + BCE + EMA + DiffAugment translation; diffusion goes on
     # from the shipped weights at batch 256
-    # Every GAN goes on from its last weights (init_arg) in a fresh run folder. The final snapshot of
+    # Every GAN goes on from its last weights (gan_init) in a fresh run folder. The final snapshot of
     # every run keeps D as well, so the next session can carry it back (carry/init*/NAME.pt ->
     # $runs/init/, see `unpack`). Only A falls back to a shipped G with a fresh D: session 4 measured
     # that a fresh D never catches up with the trained G of B, B2 or ACGAN (D stayed at chance,
     # d_real - d_fake ~ 0, for 14-35k steps: FID B2 31.5 -> 57, B 33.2 -> 316, ACGAN 82 -> 136 while
     # its aux classifier still pushed accuracy 98.0 -> 99.4 %); A's D (no DiffAugment) did.
-    a_x="--snapshot-every 6000 --ema-decay 0.999 $(init_arg p1_A checkpoints/p1_methodA.pt)"  # EMA: raw A snapshots swing 33-44 FID
-    b_x="--snapshot-every 4000 $(init_arg p1_B)"  # B's defaults include --d-extra true
-    b2_x="--d-arch dcgan --loss bce --lr-d 2e-4 --batch-size 128 --diffaug translation --snapshot-every 6000 $(init_arg p1_B2)"
+    a_x="--snapshot-every 6000 --ema-decay 0.999 $(gan_init p1_A checkpoints/p1_methodA.pt)"  # EMA: raw A snapshots swing 33-44 FID
+    b_x="--snapshot-every 4000 $(gan_init p1_B)"  # B's defaults include --d-extra true
+    b2_x="--d-arch dcgan --loss bce --lr-d 2e-4 --batch-size 128 --diffaug translation --snapshot-every 6000 $(gan_init p1_B2)"
     diff_x="--batch-size 256 --warmup-steps 200"
-    diff_x="$diff_x $(init_arg p2_diffusion checkpoints/p2_diffusion.pt | sed 's/ --d-warmup.*//')"
+    diff_x="$diff_x $(init_arg p2_diffusion checkpoints/p2_diffusion.pt)"
     # p2 GANs: one snapshot (the final one, with D) besides model.pt (best accuracy)
-    acgan_x="--aux-weight 2 --eval-every 1000 --snapshot-every 100000000 $(init_arg p2_acgan)"
-    sagan_x="--batch-size 128 --d-projection true --snapshot-every 100000000 $(init_arg p2_sagan)"
+    acgan_x="--aux-weight 2 --eval-every 1000 --snapshot-every 100000000 $(gan_init p2_acgan)"
+    sagan_x="--batch-size 128 --d-projection true --snapshot-every 100000000 $(gan_init p2_sagan)"
 fi
 a_x=${P1A_ARGS-$a_x}; b_x=${P1B_ARGS-$b_x}; b2_x=${P1B2_ARGS-$b2_x}
 diff_x=${DIFF_ARGS-$diff_x}; acgan_x=${ACGAN_ARGS-$acgan_x}; sagan_x=${SAGAN_ARGS-$sagan_x}
