@@ -12,7 +12,8 @@ Three pieces, as in NVlabs' stylegan2-ada (``loss.accumulate_gradients(phase)`` 
       (Lim & Ye 2017; SNGAN / SAGAN), ``wgan`` (use with ``gp_weight=10``: WGAN-GP,
       Gulrajani et al. 2017), ``lsgan``; ``gp_weight`` (WGAN-GP), ``r1_gamma`` (R1, Mescheder
       et al. 2018), ``reg_every`` (lazy regularisation: penalty every k-th D step, weight x k);
-      ``aux_weight`` (ACGAN class loss, Odena et al. 2017); ``diffaug`` (DiffAugment policy,
+      ``aux_weight`` (ACGAN class loss, Odena et al. 2017; ``aux_fake_weight`` scales D's class loss on
+      fakes, 0 = D's classifier learns from real images only); ``diffaug`` (DiffAugment policy,
       Zhao et al. 2020, e.g. ``"color,translation,cutout"``, applied to real and fake D inputs).
     - schedule: ``phases``, the comma-separated phase list of ONE step, walked in order:
       ``"D,G"`` (default), ``"D,D,D,D,D,G"`` (WGAN n_critic = 5), ``"D,G,G"`` (two G steps per
@@ -110,6 +111,7 @@ class GANConfig:
     r1_gamma: float = 0.0
     reg_every: int = 1
     aux_weight: float = 0.0
+    aux_fake_weight: float = 1.0  # ACGAN: weight of D's class loss on fakes (0: D's classifier sees real images only)
     diffaug: str = ""
     phases: str = "D,G"
     # conditioning
@@ -162,6 +164,8 @@ def validate_config(cfg: GANConfig) -> list[str]:
             raise UserError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.aux_weight > 0 and not cfg.conditional:
         raise UserError("aux_weight > 0 (ACGAN) needs conditional=true")
+    if cfg.aux_fake_weight < 0:
+        raise UserError(f"aux_fake_weight must be >= 0, got {cfg.aux_fake_weight}")
     if cfg.d_warmup < 0:
         raise UserError(f"d_warmup must be >= 0, got {cfg.d_warmup}")
     parse_diffaug(cfg.diffaug)
@@ -338,7 +342,9 @@ class GANLoss:
             d_fake, cls_fake = self._split(self.run_D(fake, cond))
             loss = self.d_adv_loss(d_real, d_fake)
             if cfg.aux_weight > 0:  # ACGAN: D classifies real and fake images (Odena et al. 2017, L_C)
-                aux = self.aux_loss(cls_real, cond) + self.aux_loss(cls_fake, cond)
+                aux = self.aux_loss(cls_real, cond)
+                if cfg.aux_fake_weight > 0:
+                    aux = aux + cfg.aux_fake_weight * self.aux_loss(cls_fake, cond)
                 stats["aux_D"] = aux.detach()
                 loss = loss + cfg.aux_weight * aux
                 if cond.dtype == torch.int64:

@@ -233,6 +233,24 @@ def test_acgan_and_projection_cgan(tmp_path):
                                                                     aux_weight=1.0), tmp_path / "x", progress=False)
 
 
+def test_acgan_aux_fake_weight_scales_d_class_loss_on_fakes():
+    """aux_D = CE(real) + aux_fake_weight * CE(fake); 0 leaves D's classifier to real images only."""
+    torch.manual_seed(0)
+    G, D = TinyG(N_CLS), TinyD("acgan")
+    real, y = torch.rand(16, 3, S, S) * 2 - 1, torch.arange(16) % N_CLS
+    aux = {}
+    for w in (0.0, 1.0, 3.0):
+        torch.manual_seed(1)  # the same fakes each time
+        L = GANLoss(G, D, cfg_(conditional=True, num_classes=N_CLS, aux_weight=1.0, aux_fake_weight=w))
+        aux[w] = L.accumulate_gradients("D", real, y, backward=lambda loss: None)["aux_D"].item()
+    ce_real = GANLoss.aux_loss(D(real)[1], y).item()
+    assert aux[0.0] == pytest.approx(ce_real, rel=1e-5)
+    ce_fake = aux[1.0] - ce_real
+    assert ce_fake > 0.5 and aux[3.0] == pytest.approx(ce_real + 3 * ce_fake, rel=1e-5)
+    with pytest.raises(UserError, match="aux_fake_weight"):
+        validate_config(cfg_(conditional=True, num_classes=N_CLS, aux_weight=1.0, aux_fake_weight=-1))
+
+
 def test_wgan_gp_and_export(tmp_path):
     cfg = cfg_(loss="wgan", gp_weight=10.0, phases="D,D,G", max_steps=2, beta1=0.0, beta2=0.9)
     G = TinyG()
