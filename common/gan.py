@@ -454,18 +454,27 @@ def export_state(ck: dict, out: str | Path, metrics: dict | None = None, fp16: b
     return info
 
 
+def _new_heads(model: nn.Module, sd: dict[str, torch.Tensor]) -> list[str]:
+    """Top-level submodules of ``model`` of which ``sd`` has no key at all (heads added since ``sd`` was saved)."""
+    have = {k.split(".", 1)[0] for k in sd}
+    return [name for name, m in model.named_children() if name not in have and any(True for _ in m.state_dict())]
+
+
 def init_weights(G: nn.Module, D: nn.Module, path: str | Path) -> int:
     """Load G (the EMA weights where the file has them) and, where present, D from a shipped checkpoint,
     snapshot or last.pt, for a new run that goes on from them. Returns the file's step."""
     ck = load_checkpoint(path, "a shipped checkpoint, snapshot or last.pt")
     pairs = [(G, "G")]
     ck = {**ck, "G": generator_state_dict(ck)}
+    fresh = []
     if ck.get("D") is not None:
         ck["D"] = float_state_dict(ck["D"])
+        fresh = _new_heads(D, ck["D"])  # e.g. a class head added to a trained D: starts fresh, the rest loads
+        ck["D"] = {**D.state_dict(), **ck["D"]} if fresh else ck["D"]
         pairs.append((D, "D"))
     load_states(path, ck, pairs, "init_from needs weights of the same architecture")
-    print(f"initialised G{' and D' if len(pairs) == 2 else ' (D fresh)'} from {path} (its step {ck.get('step')}; "
-          f"this run counts from 0)")
+    what = " (D fresh)" if len(pairs) == 1 else (f" and D (new, fresh: {', '.join(fresh)})" if fresh else " and D")
+    print(f"initialised G{what} from {path} (its step {ck.get('step')}; this run counts from 0)")
     return int(ck.get("step", 0))
 
 

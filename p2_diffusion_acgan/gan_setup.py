@@ -82,7 +82,8 @@ def build_gan(cfg: P2GANConfig) -> tuple[nn.Module, nn.Module]:
                 ACGANDiscriminator(cfg.num_classes, cfg.d_channels))
     if cfg.arch == "sagan":
         return (SAGANGenerator(cfg.z_dim, cfg.num_classes, cfg.g_channels),
-                SAGANDiscriminator(cfg.num_classes, cfg.d_channels, projection=cfg.d_projection))
+                SAGANDiscriminator(cfg.num_classes, cfg.d_channels, projection=cfg.d_projection,
+                                   class_head=cfg.aux_weight > 0))
     raise UserError(f"unknown GAN arch {cfg.arch!r} (acgan or sagan)")
 
 

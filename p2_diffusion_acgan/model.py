@@ -272,10 +272,13 @@ class SAGANDiscriminator(nn.Module):
 
     Condition -> Linear -> LeakyReLU (28*28) joined as a 4th input channel; SN-conv + LeakyReLU 0.1:
     28 -> 14 -> 7 (self-attention) -> 4 (self-attention) -> 1 logit (no sigmoid: the loss applies it).
-    ``projection=True`` adds the projection term of Miyato & Koyama (2018) (a stronger condition).
+    ``projection=True`` adds the projection term of Miyato & Koyama (2018) (a stronger condition);
+    ``class_head=True`` adds an ACGAN-style classifier on the pooled features, and forward then returns
+    (logit (B,), class logits (B, num_classes)) for the loop's ``aux_weight`` term.
     """
 
-    def __init__(self, num_classes: int = 10, channels: int = 64, img_size: int = 28, projection: bool = False):
+    def __init__(self, num_classes: int = 10, channels: int = 64, img_size: int = 28, projection: bool = False,
+                 class_head: bool = False):
         super().__init__()
         self.num_classes, self.img_size = num_classes, img_size
         c = channels
@@ -288,8 +291,10 @@ class SAGANDiscriminator(nn.Module):
         self.l3 = nn.Sequential(spectral_norm(nn.Conv2d(2 * c, 4 * c, 3, 2, 1)), nn.LeakyReLU(0.1, True))  # 4
         self.attn2 = SAGANAttention(4 * c)
         self.last = spectral_norm(nn.Conv2d(4 * c, 1, 4))
+        # LayerNorm: the pooled SN features are tiny (|h| ~ 0.02), so a bare head learns its logits slowly; no SN
+        self.cls = nn.Sequential(nn.LayerNorm(4 * c), nn.Linear(4 * c, num_classes)) if class_head else None
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         y = as_condition(y, self.num_classes)
         c = self.cond(y).view(-1, 1, self.img_size, self.img_size)
         h = self.attn1(self.l2(self.l1(torch.cat([x, c], dim=1))))
@@ -297,4 +302,6 @@ class SAGANDiscriminator(nn.Module):
         out = self.last(h).flatten()
         if self.proj is not None:
             out = out + (self.proj(y) * h.sum(dim=(2, 3))).sum(dim=1)
+        if self.cls is not None:
+            return out, self.cls(h.mean(dim=(2, 3)))
         return out

@@ -13,7 +13,8 @@ from torch import nn
 
 from common.errors import UserError
 from common.gan import (GANConfig, GANLoss, diff_augment, export_generator, generate, generator_state_dict,
-                        gradient_penalty, r1_penalty, recompute_bn_stats, train_gan, validate_config)
+                        gradient_penalty, init_weights, r1_penalty, recompute_bn_stats, train_gan,
+                        validate_config)
 from common.training import NonFiniteLoss, load_checkpoint, read_jsonl
 
 Z, N_CLS, S = 8, 4, 8  # z dim, classes, image size
@@ -325,3 +326,24 @@ def test_init_from_final_snapshot_and_d_warmup(tmp_path):
                   init_from=str(snap)), tmp_path / "e", progress=False)
     with pytest.raises(UserError, match="d_warmup must be >= 0"):
         validate_config(cfg_(d_warmup=-1))
+
+
+def test_init_from_adds_fresh_head_to_trained_d(tmp_path, capsys):
+    """A D that gained a head since the file was saved (a class head for aux_weight): the trained parts
+    load, the head starts fresh and is named; a D whose shared parts differ is still an error."""
+    train_gan(TinyG(N_CLS), TinyD(), make_data("label"),
+              cfg_(conditional=True, num_classes=N_CLS, max_steps=2, snapshot_every=100), tmp_path / "a", progress=False)
+    snap = tmp_path / "a" / "snapshots" / "step_0000002.pt"
+    ck = load_checkpoint(snap)
+    ck["D"] = {k: v for k, v in ck["D"].items() if not k.startswith("cls.")}  # saved before the head existed
+    old = tmp_path / "old.pt"
+    torch.save(ck, old)
+    D = TinyD("acgan")
+    cls_before = D.cls.weight.detach().clone()
+    init_weights(TinyG(N_CLS), D, old)
+    assert "D (new, fresh: cls)" in capsys.readouterr().out
+    assert torch.equal(D.body[1].weight, ck["D"]["body.1.weight"].float()) and torch.equal(D.cls.weight, cls_before)
+    ck["D"]["body.1.weight"] = ck["D"]["body.1.weight"][:, :5]
+    torch.save(ck, old)
+    with pytest.raises(UserError, match="old.pt does not match"):
+        init_weights(TinyG(N_CLS), TinyD("acgan"), old)

@@ -24,7 +24,7 @@ from p2_diffusion_acgan.inference import Generator, default_checkpoint, digit_la
 from p2_diffusion_acgan.model import (ACGANDiscriminator, ACGANGenerator, SAGANDiscriminator, SAGANGenerator,
                                       SelfAttention, UNet)
 from p2_diffusion_acgan.schedulers import SAMPLERS, DDIMSampler, NoiseSchedule, make_sampler, per_image_generators
-from p2_diffusion_acgan.gan_setup import ACGANConfig, build_gan
+from p2_diffusion_acgan.gan_setup import ACGANConfig, SAGANConfig, build_gan
 from tests.conftest import needs_shared
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,6 +108,22 @@ def test_sagan_projection_discriminator():
         assert not torch.allclose(proj(x, y0) - plain(x, y0), proj(x, y1) - plain(x, y1))
     with pytest.raises(UserError, match="d_projection is a sagan option"):
         build_gan(ACGANConfig(d_projection=True))
+
+
+def test_sagan_class_head_follows_aux_weight():
+    """aux_weight > 0 gives the SAGAN D an ACGAN-style class head: (logit, class logits); the adversarial
+    logit is the same function of the shared weights as without the head."""
+    torch.manual_seed(0)
+    G, D = build_gan(SAGANConfig(g_channels=8, d_channels=8, aux_weight=1.0))
+    _, D0 = build_gan(SAGANConfig(g_channels=8, d_channels=8))
+    assert D0.cls is None and D.cls is not None
+    D0.load_state_dict({k: v for k, v in D.state_dict().items() if not k.startswith("cls.")})
+    D.eval(), D0.eval()
+    x, y = G(torch.randn(3, 100), torch.tensor([1, 2, 3])), torch.tensor([1, 2, 3])
+    with torch.no_grad():
+        adv, cls = D(x, y)
+        assert adv.shape == (3,) and cls.shape == (3, 10)
+        torch.testing.assert_close(adv, D0(x, y))
 
 
 # ----------------------------------------------------------------------------- schedule / samplers
