@@ -20,6 +20,7 @@ import io
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -371,6 +372,19 @@ def header(ctx: Ctx, seconds: float) -> str:
         "the JSON each training run wrote beside its checkpoint.", ""])
 
 
+def kept_sections(md: Path) -> dict[str, str]:
+    """The ``## Problem N`` sections of an existing report, by name (``p1``..``p3``), each up to the next
+    ``## Problem`` or ``## Notes`` heading: ``--only`` regenerates some and keeps the others."""
+    if not md.is_file():
+        return {}
+    found = {}
+    for chunk in re.split(r"(?m)^(?=## (?:Problem \d|Notes))", md.read_text()):
+        m = re.match(r"## Problem (\d)", chunk)
+        if m:
+            found[f"p{m.group(1)}"] = chunk.rstrip("\n") + "\n"
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python scripts/make_report.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="hw2_data", help="data folder in the official layout")
@@ -389,9 +403,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = Ctx(data, ckpts, Path(a.md), Path(a.out), a.fast, a.device)
     t0 = time.time()
     parts = []
+    kept = kept_sections(ctx.md)  # sections not in --only stay as the last full run wrote them
     try:
         for name, fn in (("p1", section_p1), ("p2", section_p2), ("p3", section_p3)):
-            if name in a.only:
+            if name not in a.only:
+                if name in kept:
+                    parts.append(kept[name])
+                    ctx.notes.append(f"{name.upper()} section kept from the previous REPORT.md (this run: --only {' '.join(a.only)})")
+            else:
                 print(f"[make_report] {name} ...", flush=True)
                 t = time.time()
                 parts.append(fn(ctx))

@@ -89,3 +89,16 @@ def test_p1_discussion_names_a_winner_only_when_fid_differs():
     assert "Method B has the higher face score (85.1 % against 76.0 %)" in tie and "disagree" not in tie
     apart = make_report.discuss_p1({"A": {"fid": 35.4, "face": 76.2}, "B": {"fid": 48.8, "face": 83.5}}, real)
     assert "Method A has the lower FID (35.4 against 48.8)" in apart and "disagree" in apart
+
+
+def test_only_keeps_the_other_sections_of_the_existing_report(tmp_path):
+    """--only regenerates some sections; kept_sections hands back the others verbatim (not the header or Notes)."""
+    import make_report
+    md = tmp_path / "REPORT.md"
+    md.write_text("# Report\n\n- date: x\n\n## Problem 1: faces\n\nFID 33\n\n### sub\n\n| a |\n\n"
+                  "## Problem 2: digits\n\nacc 98 %\n\n## Problem 3: uda\n\n97 %\n\n## Notes\n- n\n")
+    kept = make_report.kept_sections(md)
+    assert set(kept) == {"p1", "p2", "p3"}
+    assert kept["p1"] == "## Problem 1: faces\n\nFID 33\n\n### sub\n\n| a |\n"
+    assert kept["p3"] == "## Problem 3: uda\n\n97 %\n" and "Notes" not in kept["p3"]
+    assert make_report.kept_sections(tmp_path / "none.md") == {}
