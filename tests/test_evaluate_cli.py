@@ -106,3 +106,14 @@ def test_module_entry_point_prints_only_json_on_stdout(tmp_path):
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert bad.returncode == 2 and bad.stdout == "" and bad.stderr.strip().startswith("error: ")
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_cli_main_closed_pipe_is_quiet():
+    """`python -m ... | head` closing stdout early: no traceback, exit 141 (as a shell tool killed by SIGPIPE)."""
+    code = ("from common.errors import cli_main\n"
+            "def main(argv):\n    for i in range(200000):\n        print('line', i)\n"
+            "cli_main(main)\n")
+    r = subprocess.run(["bash", "-c", f"set -o pipefail; {sys.executable} -c \"$CODE\" | head -c 10 >/dev/null"],
+                       cwd=REPO, env={"CODE": code, "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 141 and "Traceback" not in r.stderr, (r.returncode, r.stderr[-500:])
