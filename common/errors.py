@@ -6,6 +6,7 @@ and exit status 2, instead of a traceback from deep inside.
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -29,7 +30,6 @@ def cli_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:  # `... | head` closed stdout: not an error of ours; exit as the shell's tools do
-        import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
         sys.exit(141)
     sys.exit(code or 0)

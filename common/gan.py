@@ -457,7 +457,7 @@ def export_state(ck: dict, out: str | Path, metrics: dict | None = None, fp16: b
 def _new_heads(model: nn.Module, sd: dict[str, torch.Tensor]) -> list[str]:
     """Top-level submodules of ``model`` of which ``sd`` has no key at all (heads added since ``sd`` was saved)."""
     have = {k.split(".", 1)[0] for k in sd}
-    return [name for name, m in model.named_children() if name not in have and any(True for _ in m.state_dict())]
+    return [name for name, m in model.named_children() if name not in have and m.state_dict()]
 
 
 def init_weights(G: nn.Module, D: nn.Module, path: str | Path) -> int:
@@ -470,7 +470,8 @@ def init_weights(G: nn.Module, D: nn.Module, path: str | Path) -> int:
     if ck.get("D") is not None:
         ck["D"] = float_state_dict(ck["D"])
         fresh = _new_heads(D, ck["D"])  # e.g. a class head added to a trained D: starts fresh, the rest loads
-        ck["D"] = {**D.state_dict(), **ck["D"]} if fresh else ck["D"]
+        # only the new heads' keys come from D itself: any other missing key is still a mismatch
+        ck["D"] = {**{k: v for k, v in D.state_dict().items() if k.split(".", 1)[0] in fresh}, **ck["D"]}
         pairs.append((D, "D"))
     load_states(path, ck, pairs, "init_from needs weights of the same architecture")
     what = " (D fresh)" if len(pairs) == 1 else (f" and D (new, fresh: {', '.join(fresh)})" if fresh else " and D")

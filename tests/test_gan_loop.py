@@ -347,3 +347,7 @@ def test_init_from_adds_fresh_head_to_trained_d(tmp_path, capsys):
     torch.save(ck, old)
     with pytest.raises(UserError, match="old.pt does not match"):
         init_weights(TinyG(N_CLS), TinyD("acgan"), old)
+    del ck["D"]["body.1.weight"]  # a key missing from a module the file does have: not a new head
+    torch.save(ck, old)
+    with pytest.raises(UserError, match="old.pt does not match"):
+        init_weights(TinyG(N_CLS), TinyD("acgan"), old)
