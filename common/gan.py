@@ -133,6 +133,7 @@ class GANConfig:
     device: str = "auto"
     amp: str = "auto"
     channels_last: bool = True
+    threads: int = 0  # CPU threads for torch (0: torch's default); two jobs on a 2-core CPU: give each 1
     log_every: int = 50
     sample_every: int = 500
     n_samples: int = 64
@@ -168,6 +169,8 @@ def validate_config(cfg: GANConfig) -> list[str]:
         raise UserError(f"aux_fake_weight must be >= 0, got {cfg.aux_fake_weight}")
     if cfg.d_warmup < 0:
         raise UserError(f"d_warmup must be >= 0, got {cfg.d_warmup}")
+    if cfg.threads < 0:
+        raise UserError(f"threads must be >= 0 (0: torch's default), got {cfg.threads}")
     parse_diffaug(cfg.diffaug)
     return phases
 
@@ -532,6 +535,8 @@ def train_gan(G: nn.Module, D: nn.Module, data: Iterable | Callable[[int], Itera
     from tqdm import tqdm
 
     phases = validate_config(cfg)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)

@@ -29,7 +29,6 @@ class P2GANConfig(GANConfig):
     data_root: str = "hw2_data"
     domain: str = "mnistm"
     max_images: int = 0  # 0: the whole train split
-    threads: int = 0  # CPU threads (0: torch's default)
     g_channels: int = 64
     d_channels: int = 64
     d_projection: bool = False  # sagan: add a projection term to D (Miyato & Koyama 2018)
@@ -93,8 +92,6 @@ def train_gan(model: str, cfg: P2GANConfig, run_dir: str | Path, progress: bool 
 
     if cfg.arch != model:
         raise UserError(f"config arch {cfg.arch!r} does not match --model {model}")
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
     run_dir = Path(run_dir)
     x, y = load_train_data(cfg.data_root, cfg.domain, cfg.max_images)
     G, D = build_gan(cfg)

@@ -170,6 +170,8 @@ collect)
     limit=$(( $(cat "$runs/end_at") + ${GPU_GRACE_SECONDS:-60} ))
     while [ "$(alive)" -gt 0 ] && [ "$(date +%s)" -lt "$limit" ]; do sleep 3; done
     while read -r pid name; do kill -KILL "$pid" 2>/dev/null && echo "killed $name (did not stop in time)"; done <"$runs/pids" || true
+    # nothing is left to watch: stop the watchdog now rather than at the deadline
+    [ -f "$runs/watchdog.pid" ] && { kill -TERM "$(cat "$runs/watchdog.pid")" 2>/dev/null || true; rm -f "$runs/watchdog.pid"; }
     for f in "$runs"/*.log; do echo "== $f"; tail -c 400 "$f"; echo; done
     "$py" scripts/gpu_pack.py bundle "$runs" "$out"
     ;;

@@ -62,9 +62,16 @@ def test_train_steps_finite_and_resume(tiny_faces, tmp_path, method, capsys):
     data = tiny_faces / "face"
     run = run_train(tmp_path, data, method, "--max-steps", "2")
     assert load_checkpoint(run / "last.pt")["step"] == 2
-    # rerun the same command with a larger budget (and without the width flags: the saved config wins)
-    train.main(["--method", method, "--data", str(data), "--run-dir", str(run), "--max-steps", "4",
-                "--no-progress", "--cache-dir", str(tmp_path / "cache")])
+    # rerun the same command with a larger budget (and without the width flags: the saved config wins),
+    # on one CPU thread (two jobs side by side on a 2-core CPU)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train.main(["--method", method, "--data", str(data), "--run-dir", str(run), "--max-steps", "4",
+                    "--no-progress", "--cache-dir", str(tmp_path / "cache"), "--threads", "1"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     assert "from step 2" in capsys.readouterr().out
     assert [p.name[:9] for p in (tmp_path / "cache").iterdir()] == ["faces_32_"]  # decoded once, cached
     recs = [r for r in read_jsonl(run / "metrics.jsonl") if r["kind"] == "train"]
@@ -77,6 +84,8 @@ def test_train_steps_finite_and_resume(tiny_faces, tmp_path, method, capsys):
     ck = load_checkpoint(run / "last.pt")
     assert ck["step"] == 4 and (ck["ema"] is None) == (method == "A")
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_0000002.png", "step_0000004.png"]
+    with pytest.raises(UserError, match="threads must be >= 0 .*got -1"):
+        train.main(["--method", method, "--data", str(data), "--run-dir", str(tmp_path / "r2"), "--threads", "-1"])
     with pytest.raises(UserError, match="holds a method"):
         train.main(["--method", "B" if method == "A" else "A", "--data", str(data), "--run-dir", str(run)])
 

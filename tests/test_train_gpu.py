@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,15 @@ def test_bundle_respects_file_and_size_limits(tmp_path):
     assert left and n == 1 + sum(1 for p in back.rglob("*") if p.is_file()) - 1
 
 
+def _running(pid: int) -> bool:
+    """pid is a live process (not gone, not a zombie waiting to be reaped)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
 def test_train_gpu_script_end_to_end_tiny(tiny_digits, tmp_path):
     root = tiny_digits
     make_face_folder(root / "face" / "train", 64, ext=".jpg")
@@ -77,8 +87,14 @@ def test_train_gpu_script_end_to_end_tiny(tiny_digits, tmp_path):
     calls = (["pack", str(root)], ["start", "digits"], ["unpack", "faces_0"], ["start", "faces"],
              ["collect", str(tmp_path / "out")])
     for args in calls:
+        if args[0] == "collect":
+            watchdog = int((tmp_path / "runs" / "watchdog.pid").read_text())
+            assert _running(watchdog)
         r = subprocess.run(sh + args, env=env, capture_output=True, text=True, errors="replace", timeout=600)
         assert r.returncode == 0, (args, r.stdout[-2000:], r.stderr[-2000:])
+    # collect stopped the watchdog (it used to linger until the 300 s deadline)
+    time.sleep(0.5)
+    assert not (tmp_path / "runs" / "watchdog.pid").exists() and not _running(watchdog)
     tars = sorted((tmp_path / "out").glob("bundle_*.tar"))
     assert 1 <= len(tars) <= 8
     gpu_pack.extract(tmp_path / "out", tmp_path / "back")
