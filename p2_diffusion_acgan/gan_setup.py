@@ -93,7 +93,7 @@ def train_gan(model: str, cfg: P2GANConfig, run_dir: str | Path, progress: bool 
     if cfg.arch != model:
         raise UserError(f"config arch {cfg.arch!r} does not match --model {model}")
     run_dir = Path(run_dir)
-    x, y = load_train_data(cfg.data_root, cfg.domain, cfg.max_images)
+    x, y = load_train_data(cfg.data_root, cfg.domain, cfg.max_images, progress)
     G, D = build_gan(cfg)
     bs = min(cfg.batch_size, len(x))
 

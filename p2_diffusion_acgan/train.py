@@ -35,12 +35,13 @@ from .schedulers import NoiseSchedule, make_sampler, per_image_generators
 MODELS = ("diffusion", "acgan", "sagan")
 
 
-def load_train_data(data_root: str, domain: str = "mnistm", max_images: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def load_train_data(data_root: str, domain: str = "mnistm", max_images: int = 0,
+                    progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode the train split once: uint8 (N, 3, 28, 28) and int64 labels (N,)."""
     ds = digit_dataset(data_root, domain, "train", channels=3)
     if max_images > 0:
         ds.names, ds.labels = ds.names[:max_images], ds.labels[:max_images]
-    return ds.load_all()
+    return ds.load_all(progress=progress)
 
 
 def grid_labels(n_per_class: int = 10, num_classes: int = 10) -> torch.Tensor:
@@ -72,7 +73,8 @@ def sample_grid_diffusion(model, cfg: DiffusionConfig, path: Path, seed: int = 0
 
 
 def train_diffusion(cfg: DiffusionConfig, run_dir: str | Path,
-                    eval_fn: Callable[[torch.nn.Module, DiffusionConfig], dict] | None = None) -> dict:
+                    eval_fn: Callable[[torch.nn.Module, DiffusionConfig], dict] | None = None,
+                    progress: bool = True) -> dict:
     """Train (or resume) a conditional DDPM; returns the last logged record."""
     cfg.validate()
     run = Path(run_dir)
@@ -82,7 +84,7 @@ def train_diffusion(cfg: DiffusionConfig, run_dir: str | Path,
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    x_all, y_all = load_train_data(cfg.data_root, cfg.domain, cfg.max_images)
+    x_all, y_all = load_train_data(cfg.data_root, cfg.domain, cfg.max_images, progress)
 
     model = build_unet(cfg).to(device)
     if cuda and cfg.channels_last:
@@ -142,7 +144,8 @@ def train_diffusion(cfg: DiffusionConfig, run_dir: str | Path,
     loss_sum, n_sum = None, 0
     model.train()
     it = iter(batches)
-    with GracefulStop() as stop, tqdm(total=cfg.max_steps, initial=step, desc="diffusion", dynamic_ncols=True) as bar:
+    with GracefulStop() as stop, tqdm(total=cfg.max_steps, initial=step, desc="diffusion", dynamic_ncols=True,
+                                  disable=not progress) as bar:
         while step < cfg.max_steps and not stop.requested:
             xb, yb = next(it)
             x0 = to_float(xb.to(device, non_blocking=True))
@@ -209,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--model", choices=MODELS, default="diffusion", help="what to train (default diffusion)")
     p.add_argument("--run", default=None, help="run folder (default runs/p2_<model>)")
     p.add_argument("--dry-run", action="store_true", help="smoke run: 2 steps on at most 256 images, no grids")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar (background runs: the log stays readable)")
     add_config_args(p, Cfg)
     args = p.parse_args(argv)
     run = Path(args.run or f"runs/p2_{model}")
@@ -224,10 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cfg.eval_every:
             from .evaluate import diffusion_eval_fn
             eval_fn = diffusion_eval_fn
-        rec = train_diffusion(cfg, run, eval_fn=eval_fn)
+        rec = train_diffusion(cfg, run, eval_fn=eval_fn, progress=not args.no_progress)
     else:
         from .gan_setup import train_gan
-        rec = train_gan(model, cfg, run)
+        rec = train_gan(model, cfg, run, progress=not args.no_progress)
     print(f"done: {run} {json.dumps(rec)}")
     return 0
 

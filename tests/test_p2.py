@@ -381,11 +381,19 @@ def test_default_checkpoint_choice(tmp_path):
     assert default_checkpoint(None, tmp_path)[0].name == "p2_diffusion.pt"
 
 
-def test_dry_run_smoke(tiny_digits, tmp_path):
+def test_dry_run_smoke(tiny_digits, tmp_path, capsys):
     run = tmp_path / "dry"
     _run_train(["--dry-run", "--run", str(run), "--data-root", str(tiny_digits), *TINY_ARGS])
     assert load_checkpoint(run / "last.pt")["step"] == 2
     assert json.loads((run / "config.json").read_text())["max_images"] == 256
+    assert "diffusion: 100%" in capsys.readouterr().err  # the bar
+    # background runs: --no-progress keeps the log free of bars (diffusion and the GANs)
+    for model in ("diffusion", "acgan"):
+        _run_train(["--model", model, "--dry-run", "--no-progress", "--run", str(tmp_path / model),
+                    "--data-root", str(tiny_digits), "--threads", "1"]
+                   + (TINY_ARGS if model == "diffusion" else ["--g-channels", "8", "--d-channels", "8"]))
+        assert load_checkpoint(tmp_path / model / "last.pt")["step"] == 2
+        assert "it/s" not in capsys.readouterr().err, model
 
 
 def test_bad_user_input_is_one_line_error(tiny_digits, tmp_path):
