@@ -78,7 +78,8 @@ def build_generator(kind: str, cfg_dict: dict) -> nn.Module:
     """Generator of a GAN checkpoint (``p2_acgan`` / ``p2_sagan``) from its saved config dict."""
     z_dim, ch = int(cfg_dict.get("z_dim", 100)), int(cfg_dict.get("g_channels", 64))
     if kind == "p2_acgan":
-        return ACGANGenerator(z_dim=z_dim, num_classes=NUM_CLASSES, channels=ch)
+        return ACGANGenerator(z_dim=z_dim, num_classes=NUM_CLASSES, channels=ch,
+                              cond_bn=bool(cfg_dict.get("g_cond_bn", False)))
     if kind == "p2_sagan":
         return SAGANGenerator(z_dim=z_dim, num_classes=NUM_CLASSES, channels=ch)
     raise UserError(f"not a problem-2 GAN checkpoint kind: {kind!r}")

@@ -32,6 +32,7 @@ class P2GANConfig(GANConfig):
     g_channels: int = 64
     d_channels: int = 64
     d_projection: bool = False  # sagan: add a projection term to D (Miyato & Koyama 2018)
+    g_cond_bn: bool = False  # acgan: class-conditional BatchNorm in G (the label acts at every resolution)
     conditional: bool = True
     num_classes: int = NUM_CLASSES
     n_samples: int = 100  # 10x10 grid, rows = digits 0-9
@@ -77,9 +78,11 @@ def build_gan(cfg: P2GANConfig) -> tuple[nn.Module, nn.Module]:
     if cfg.arch == "acgan":
         if cfg.d_projection:
             raise UserError("d_projection is a sagan option (the ACGAN D classifies instead)")
-        return (ACGANGenerator(cfg.z_dim, cfg.num_classes, cfg.g_channels),
+        return (ACGANGenerator(cfg.z_dim, cfg.num_classes, cfg.g_channels, cond_bn=cfg.g_cond_bn),
                 ACGANDiscriminator(cfg.num_classes, cfg.d_channels))
     if cfg.arch == "sagan":
+        if cfg.g_cond_bn:
+            raise UserError("g_cond_bn is an acgan option (the sagan G takes its condition with z)")
         return (SAGANGenerator(cfg.z_dim, cfg.num_classes, cfg.g_channels),
                 SAGANDiscriminator(cfg.num_classes, cfg.d_channels, projection=cfg.d_projection,
                                    class_head=cfg.aux_weight > 0))

@@ -164,29 +164,53 @@ class UNet(nn.Module):
 
 
 # ============================================================================ ACGAN
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm without its own affine, then a per-class gain and bias (de Vries et al. 2017;
+    Miyato & Koyama 2018): ``forward(x (B, C, H, W), y (B,))``. Starts as plain BatchNorm (gain 1, bias 0)."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Embedding(num_classes, channels)
+        self.bias = nn.Embedding(num_classes, channels)
+        nn.init.ones_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.bn(x) * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+
+
 class ACGANGenerator(nn.Module):
     """z (B, z_dim) and labels y (B,) -> images (B, 3, 28, 28) in [-1, 1].
 
     The label embedding multiplies z (as in the ACGAN reference implementations), then
     Linear -> (4c, 7, 7) -> ConvT -> (2c, 14, 14) -> ConvT -> (c, 28, 28) -> conv -> tanh.
+    ``cond_bn``: the two conv BatchNorms become class-conditional (the label then also acts at
+    every resolution, not only through z); off, the layers and weight names are the original ones.
     """
 
-    def __init__(self, z_dim: int = 100, num_classes: int = 10, channels: int = 64):
+    def __init__(self, z_dim: int = 100, num_classes: int = 10, channels: int = 64, cond_bn: bool = False):
         super().__init__()
         self.z_dim, self.num_classes = z_dim, num_classes
         c = channels
+
+        def bn(ch: int) -> nn.Module:
+            return ConditionalBatchNorm2d(ch, num_classes) if cond_bn else nn.BatchNorm2d(ch)
+
         self.label_emb = nn.Embedding(num_classes, z_dim)
         self.fc = nn.Sequential(nn.Linear(z_dim, 4 * c * 7 * 7, bias=False), nn.BatchNorm1d(4 * c * 7 * 7), nn.ReLU(True))
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(4 * c, 2 * c, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * c), nn.ReLU(True),  # 14x14
-            nn.ConvTranspose2d(2 * c, c, 4, 2, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(True),  # 28x28
+            nn.ConvTranspose2d(4 * c, 2 * c, 4, 2, 1, bias=False), bn(2 * c), nn.ReLU(True),  # 14x14
+            nn.ConvTranspose2d(2 * c, c, 4, 2, 1, bias=False), bn(c), nn.ReLU(True),  # 28x28
             nn.Conv2d(c, 3, 3, 1, 1), nn.Tanh(),
         )
         self._c = c
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = self.fc(z * self.label_emb(y))
-        return self.net(h.view(-1, 4 * self._c, 7, 7))
+        h = self.fc(z * self.label_emb(y)).view(-1, 4 * self._c, 7, 7)
+        for m in self.net:
+            h = m(h, y) if isinstance(m, ConditionalBatchNorm2d) else m(h)
+        return h
 
 
 class ACGANDiscriminator(nn.Module):

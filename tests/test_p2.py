@@ -110,6 +110,35 @@ def test_sagan_projection_discriminator():
         build_gan(ACGANConfig(d_projection=True))
 
 
+def test_acgan_conditional_batchnorm():
+    """g_cond_bn: per-class gain/bias after the conv BatchNorms. It starts as the plain G (gain 1,
+    bias 0), a class's gain changes only that class's images, and the plain G keeps its weight names
+    (shipped checkpoints load)."""
+    from p2_diffusion_acgan.config import build_generator
+    from p2_diffusion_acgan.model import ConditionalBatchNorm2d
+    torch.manual_seed(0)
+    plain, _ = build_gan(ACGANConfig(g_channels=8, d_channels=8))
+    cond, _ = build_gan(ACGANConfig(g_channels=8, d_channels=8, g_cond_bn=True))
+    assert "net.1.weight" in plain.state_dict() and not any("gain" in k for k in plain.state_dict())
+    assert cond.state_dict()["net.1.gain.weight"].shape == (10, 16)
+    assert sum(isinstance(m, ConditionalBatchNorm2d) for m in cond.modules()) == 2
+    shared = {k: v for k, v in plain.state_dict().items() if k in cond.state_dict()}  # all but the BNs
+    assert len(shared) == len(cond.state_dict()) - 4 * 2 - 2  # BN stats + gain/bias, counter
+    cond.load_state_dict(shared, strict=False)
+    z, y = torch.randn(6, 100), torch.tensor([0, 3, 3, 5, 7, 9])
+    torch.testing.assert_close(cond(z, y), plain(z, y))  # train-mode BN: same batch statistics
+    cond.eval(), plain.eval()  # running statistics (updated alike): no batch coupling between images
+    torch.testing.assert_close(cond(z, y), plain(z, y))
+    with torch.no_grad():
+        cond.net[1].gain.weight[3] *= 2.0
+    changed = (cond(z, y) - plain(z, y)).flatten(1).abs().amax(1) > 1e-4
+    assert changed.tolist() == [False, True, True, False, False, False]
+    rebuilt = build_generator("p2_acgan", {"g_channels": 8, "g_cond_bn": True})
+    rebuilt.load_state_dict(cond.state_dict())  # inference rebuilds the same G from the saved config
+    with pytest.raises(UserError, match="g_cond_bn is an acgan option"):
+        build_gan(SAGANConfig(g_cond_bn=True))
+
+
 def test_sagan_class_head_follows_aux_weight():
     """aux_weight > 0 gives the SAGAN D an ACGAN-style class head: (logit, class logits); the adversarial
     logit is the same function of the shared weights as without the head."""
