@@ -166,7 +166,8 @@ def section_p1(ctx: Ctx) -> str:
         train = info.get("training", {})
         if is_val is None:
             is_reason, is_text = is_text, "not available (see below)"
-        rows.append(f"| {m} | {info.get('step', '?')} ({train.get('epochs', '?')} epochs) | {fmt(fid)} | {is_text} | "
+        steps = train.get("steps_total", info.get("step", "?"))  # a run that went on from earlier runs: all of them
+        rows.append(f"| {m} | {steps} ({train.get('epochs', '?')} epochs) | {fmt(fid)} | {is_text} | "
                     f"{face:.1f} % | {train.get('device', '?')}, {train.get('hours', '?')} h |")
     real = None
     train_dir = ctx.data / "face" / "train"

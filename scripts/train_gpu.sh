@@ -69,7 +69,9 @@ else
     # that a fresh D never catches up with the trained G of B, B2 or ACGAN (D stayed at chance,
     # d_real - d_fake ~ 0, for 14-35k steps: FID B2 31.5 -> 57, B 33.2 -> 316, ACGAN 82 -> 136 while
     # its aux classifier still pushed accuracy 98.0 -> 99.4 %); A's D (no DiffAugment) did.
-    a_x="--snapshot-every 6000 --ema-decay 0.999 $(gan_init p1_A checkpoints/p1_methodA.pt)"  # EMA: raw A snapshots swing 33-44 FID
+    # A: EMA (raw A snapshots swing 33-44 FID) and, since session 6, lr 5e-5 for G and D: on the CPU
+    # that took the EMA run from FID 32.6 to 30.61 in 1,000 steps, where lr 2e-4 had stalled at 32.4-33.0
+    a_x="--snapshot-every 4000 --ema-decay 0.999 --lr-g 5e-5 --lr-d 5e-5 $(gan_init p1_A checkpoints/p1_methodA.pt)"
     b_x="--snapshot-every 4000 $(gan_init p1_B)"  # B's defaults include --d-extra true
     b2_x="--d-arch dcgan --loss bce --lr-d 2e-4 --batch-size 128 --diffaug translation --snapshot-every 6000 $(gan_init p1_B2)"
     diff_x="--batch-size 256 --warmup-steps 200"
