@@ -12,7 +12,7 @@ from torch import nn
 from common.errors import UserError
 from common.training import config_from_dict
 
-from .model import ACGANGenerator, SAGANGenerator, UNet
+from .model import ACGANDiscriminator, ACGANGenerator, SAGANDiscriminator, SAGANGenerator, UNet
 from .schedulers import SAMPLERS
 
 NUM_CLASSES = 10
@@ -82,6 +82,18 @@ def build_generator(kind: str, cfg_dict: dict) -> nn.Module:
                               cond_bn=bool(cfg_dict.get("g_cond_bn", False)))
     if kind == "p2_sagan":
         return SAGANGenerator(z_dim=z_dim, num_classes=NUM_CLASSES, channels=ch)
+    raise UserError(f"not a problem-2 GAN checkpoint kind: {kind!r}")
+
+
+def build_discriminator(kind: str, cfg_dict: dict) -> nn.Module:
+    """Discriminator of a GAN checkpoint (``p2_acgan`` / ``p2_sagan``) from its saved config dict
+    (inference keeps it only to rank candidate images by its class head: ``Generator.generate``)."""
+    ch = int(cfg_dict.get("d_channels", 64))
+    if kind == "p2_acgan":
+        return ACGANDiscriminator(num_classes=NUM_CLASSES, channels=ch)
+    if kind == "p2_sagan":
+        return SAGANDiscriminator(num_classes=NUM_CLASSES, channels=ch, projection=bool(cfg_dict.get("d_projection", False)),
+                                  class_head=float(cfg_dict.get("aux_weight", 0.0)) > 0)
     raise UserError(f"not a problem-2 GAN checkpoint kind: {kind!r}")
 
 

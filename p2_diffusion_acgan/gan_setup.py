@@ -5,6 +5,7 @@ the loop itself (phases, losses, EMA, resume, checkpoints) is common/gan.py.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,6 @@ from common.errors import UserError
 from common.gan import GANConfig, export_generator
 from common.gan import train_gan as shared_train_gan
 
-from .model import ACGANDiscriminator, ACGANGenerator, SAGANDiscriminator, SAGANGenerator
 
 NUM_CLASSES = 10
 
@@ -74,19 +74,16 @@ def gan_config_class(model: str) -> type[P2GANConfig]:
 
 
 def build_gan(cfg: P2GANConfig) -> tuple[nn.Module, nn.Module]:
-    """(G, D) for ``cfg.arch``."""
-    if cfg.arch == "acgan":
-        if cfg.d_projection:
-            raise UserError("d_projection is a sagan option (the ACGAN D classifies instead)")
-        return (ACGANGenerator(cfg.z_dim, cfg.num_classes, cfg.g_channels, cond_bn=cfg.g_cond_bn),
-                ACGANDiscriminator(cfg.num_classes, cfg.d_channels))
-    if cfg.arch == "sagan":
-        if cfg.g_cond_bn:
-            raise UserError("g_cond_bn is an acgan option (the sagan G takes its condition with z)")
-        return (SAGANGenerator(cfg.z_dim, cfg.num_classes, cfg.g_channels),
-                SAGANDiscriminator(cfg.num_classes, cfg.d_channels, projection=cfg.d_projection,
-                                   class_head=cfg.aux_weight > 0))
-    raise UserError(f"unknown GAN arch {cfg.arch!r} (acgan or sagan)")
+    """(G, D) for ``cfg.arch`` (the same builders inference uses on a saved config)."""
+    from .config import build_discriminator, build_generator
+    if cfg.arch == "acgan" and cfg.d_projection:
+        raise UserError("d_projection is a sagan option (the ACGAN D classifies instead)")
+    if cfg.arch == "sagan" and cfg.g_cond_bn:
+        raise UserError("g_cond_bn is an acgan option (the sagan G takes its condition with z)")
+    if cfg.arch not in ("acgan", "sagan"):
+        raise UserError(f"unknown GAN arch {cfg.arch!r} (acgan or sagan)")
+    d = dataclasses.asdict(cfg)
+    return build_generator(f"p2_{cfg.arch}", d), build_discriminator(f"p2_{cfg.arch}", d)
 
 
 def train_gan(model: str, cfg: P2GANConfig, run_dir: str | Path, progress: bool = True) -> dict:
@@ -108,7 +105,6 @@ def train_gan(model: str, cfg: P2GANConfig, run_dir: str | Path, progress: bool 
         from .evaluate import gan_eval_fn
         eval_fn = gan_eval_fn
         if not cfg.best_metric:
-            import dataclasses
             cfg = dataclasses.replace(cfg, best_metric="accuracy", best_mode="max")
     fixed = grid_labels(cfg.n_samples // cfg.num_classes, cfg.num_classes) if cfg.n_samples % cfg.num_classes == 0 else None
     res = shared_train_gan(G, D, data, cfg, run_dir, eval_fn=eval_fn, fixed_cond=fixed, progress=progress)

@@ -6,12 +6,14 @@ Default model: the best shipped checkpoint in checkpoints/ (p2_diffusion.pt, p2_
 p2_acgan.pt; the highest ``accuracy`` in the JSON beside each, diffusion first on ties).
 ``--model`` picks one; ``--checkpoint`` any checkpoint written by p2_diffusion_acgan.train
 (``runs/<name>/model.pt`` or ``last.pt``). Diffusion options default to the values saved in the
-checkpoint's config: ``--sampler``, ``--steps``, ``--guidance``.
+checkpoint's config: ``--sampler``, ``--steps``, ``--guidance``. GAN options (``--truncation``,
+``--candidates``, ``--accept-prob``) likewise default to the checkpoint's, else off.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import Sequence
@@ -22,8 +24,9 @@ from common.data import save_pngs
 from common.errors import UserError, cli_main
 from common.training import float_state_dict, load_checkpoint, pick_device
 
-from .config import NUM_CLASSES, build_generator, build_unet, diffusion_config_from
+from .config import NUM_CLASSES, build_discriminator, build_generator, build_unet, diffusion_config_from
 from .diffusion import sample
+from .model import SAGANDiscriminator
 from .schedulers import SAMPLERS, NoiseSchedule, make_sampler, per_image_generators, randn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,6 +83,11 @@ class Generator:
             net = build_generator(kind, self.config)
         net.load_state_dict(float_state_dict(weights))
         self.net = net.to(self.device).eval().requires_grad_(False)
+        self.critic = None  # GANs: the trained D, where the file has one, ranks candidates by its class head
+        if kind != "p2_diffusion" and isinstance(ckpt.get("D"), dict):
+            critic = build_discriminator(kind, self.config)
+            critic.load_state_dict(float_state_dict(ckpt["D"]))
+            self.critic = critic.to(self.device).eval().requires_grad_(False)
 
     @property
     def model_name(self) -> str:
@@ -88,10 +96,16 @@ class Generator:
     @torch.no_grad()
     def generate(self, y: torch.Tensor, generators: list[torch.Generator], sampler: str | None = None,
                  steps: int | None = None, guidance: float | None = None, callback=None,
-                 guidance_interval: tuple[int, int] | None = None, truncation: float | None = None) -> torch.Tensor:
+                 guidance_interval: tuple[int, int] | None = None, truncation: float | None = None,
+                 candidates: int | None = None, accept_prob: float | None = None) -> torch.Tensor:
         """Images for labels y (B,), image i drawn from ``generators[i]`` (batch-independent).
-        GANs: ``truncation`` psi scales the noise z (psi < 1 trades variety for fidelity; default: the
-        checkpoint config's ``truncation``, else 1)."""
+
+        GANs: ``truncation`` psi scales the noise z (psi < 1 trades variety for fidelity).
+        ``candidates`` K > 1 draws K noises per image (the first is the K = 1 noise) and keeps the
+        first whose class probability under D's class head reaches ``accept_prob``, else the most
+        probable one (``accept_prob`` 1: always the most probable). Rejection sampling with the model's
+        own discriminator; needs a checkpoint that keeps D. Defaults: the checkpoint config's values,
+        else psi 1, K 1, accept_prob 1."""
         if self.kind == "p2_diffusion":
             c = self.diff_cfg
             smp = make_sampler(sampler or c.sampler, NoiseSchedule(c.timesteps, c.schedule))
@@ -99,8 +113,48 @@ class Generator:
                           steps or c.sample_steps, generators, callback=callback,
                           guidance_interval=tuple(guidance_interval or c.guidance_interval)).cpu()
         psi = float(self.config.get("truncation", 1.0)) if truncation is None else truncation
-        z = randn((len(y), self.net.z_dim), generators, self.device) * psi
-        return self.net(z, y.to(self.device)).float().clamp(-1, 1).cpu()
+        k = int(self.config.get("candidates", 1)) if candidates is None else candidates
+        accept = float(self.config.get("accept_prob", 1.0)) if accept_prob is None else accept_prob
+        check_gan_options(psi, k, accept)
+        if k > 1 and self.critic is None:
+            raise UserError(f"candidates {k} needs the discriminator, and this checkpoint keeps none "
+                            "(ship it with scripts/ship_checkpoint.py --discriminator RUN/last.pt)")
+        yd = y.to(self.device)
+        xs, scores = [], []
+        for _ in range(k):  # each call draws the next z_dim numbers from every image's generator
+            z = randn((len(y), self.net.z_dim), generators, self.device) * psi
+            xs.append(self.net(z, yd).float().clamp(-1, 1))
+            if k > 1:
+                scores.append(class_log_prob(self.critic, xs[-1], yd))
+        if k == 1:
+            return xs[0].cpu()
+        idx = pick_candidates(torch.stack(scores), accept)
+        return torch.stack(xs)[idx, torch.arange(len(y), device=self.device)].cpu()
+
+
+def check_gan_options(truncation: float, candidates: int, accept_prob: float) -> None:
+    if not 0 < truncation <= 1:
+        raise UserError(f"truncation must be in (0, 1], got {truncation}")
+    if candidates < 1:
+        raise UserError(f"candidates must be at least 1, got {candidates}")
+    if not 0 < accept_prob <= 1:
+        raise UserError(f"accept-prob must be in (0, 1], got {accept_prob}")
+
+
+def class_log_prob(D: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """log p(y | x) (B,) under D's class head: the ACGAN D takes x alone, the SAGAN D (x, y)."""
+    out = D(x, y) if isinstance(D, SAGANDiscriminator) else D(x)
+    if not isinstance(out, tuple):
+        raise UserError("this discriminator has no class head (train with --aux-weight > 0) to rank candidates by")
+    return out[1].float().log_softmax(1).gather(1, y[:, None])[:, 0]
+
+
+def pick_candidates(scores: torch.Tensor, accept_prob: float = 1.0) -> torch.Tensor:
+    """Index (B,) into K candidates from their class log-probabilities (K, B): the first candidate with
+    p >= accept_prob, else the most probable (ties: the first)."""
+    ok = scores >= math.log(accept_prob)
+    first_ok = ok.int().argmax(0)  # argmax returns the first maximal index
+    return torch.where(ok.any(0), first_ok, scores.argmax(0))
 
 
 def digit_labels_and_names(per_digit: int = PER_DIGIT) -> tuple[torch.Tensor, list[str]]:
@@ -134,6 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="apply guidance only at timesteps LO..HI (0-based; default: checkpoint's, all)")
     p.add_argument("--truncation", type=float, default=None,
                    help="GANs: scale the noise by psi in (0, 1] (default: the checkpoint's, else 1)")
+    p.add_argument("--candidates", type=int, default=None, metavar="K",
+                   help="GANs: draw K noises per image and keep one by D's class head (default: the checkpoint's, else 1)")
+    p.add_argument("--accept-prob", type=float, default=None, metavar="P",
+                   help="GANs with K > 1: keep the first candidate D's class head gives p >= P, else the most probable "
+                        "(default: the checkpoint's, else 1: always the most probable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per batch (default 1000 on a GPU, 250 on a CPU: fewer page faults; same images)")
@@ -144,8 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--steps must be at least 1, got {args.steps}")
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.truncation is not None and not 0 < args.truncation <= 1:
-        raise UserError(f"--truncation must be in (0, 1], got {args.truncation}")
+    check_gan_options(1.0 if args.truncation is None else args.truncation, 1 if args.candidates is None else args.candidates,
+                      1.0 if args.accept_prob is None else args.accept_prob)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.checkpoint:
@@ -160,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.time()
     opts = dict(sampler=args.sampler, steps=args.steps, guidance=args.guidance)
     if gen.kind != "p2_diffusion":
-        opts = {"truncation": args.truncation}
+        opts = {"truncation": args.truncation, "candidates": args.candidates, "accept_prob": args.accept_prob}
     if args.guidance_interval is not None:
         opts["guidance_interval"] = tuple(args.guidance_interval)
     batch_size = args.batch_size or (1000 if gen.device.type == "cuda" else 250)

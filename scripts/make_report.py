@@ -264,25 +264,26 @@ def section_p2(ctx: Ctx) -> str:
             rows.append(f"| {m} | not available: no {rel(path, REPO)} | | | | |")
             continue
         gen = Generator(load_checkpoint(path), ctx.device)
-        opts = {"steps": 2} if (ctx.fast and m == "diffusion") else {}
-        t0 = time.time()
-        x, y, names = generate_all(gen, 0, 250 if ctx.device == "cpu" else 1000, per_digit=ctx.per_digit,
-                                   progress=False, **opts)
-        secs = time.time() - t0
-        folder = ctx.tmp / f"p2_{m}"
-        save_pngs(x, names, folder)
         info = read_json(path.with_suffix(".json")) or {}
-        if clf is not None:
-            r = accuracy_of_folder(folder, clf)
-            worst = min(r.per_digit, key=r.per_digit.get)
-            acc = f"{100 * r.accuracy:.1f} % (worst: {worst} at {100 * r.per_digit[worst]:.0f} %)"
-            per_digit_rows.append(f"| {m} | " + " | ".join(f"{100 * r.per_digit[d]:.0f}" for d in range(10)) + " |")
-        else:
-            acc = f"not available: {why}"
-        c = gen.diff_cfg if m == "diffusion" else None
-        setting = f"{c.sampler}, {opts.get('steps', c.sample_steps)} steps, w = {c.guidance:g}" if c else "one forward pass"
-        rows.append(f"| {m} | {acc} | {fmt(fid_of(folder))} | {setting} | {secs:.0f} s | "
-                    f"{info.get('step', '?')} steps, {info.get('training', {}).get('device', '?')} |")
+        trained = f"{info.get('step', '?')} steps, {info.get('training', {}).get('device', '?')}"
+        variants = [(m, {"steps": 2} if (ctx.fast and m == "diffusion") else {})]
+        if m != "diffusion" and int(gen.config.get("candidates", 1)) > 1:  # the default ranks candidates: also the plain G
+            variants.append((f"{m}, plain G (`--candidates 1`)", {"candidates": 1}))
+        for label, opts in variants:
+            t0 = time.time()
+            x, y, names = generate_all(gen, 0, 250 if ctx.device == "cpu" else 1000, per_digit=ctx.per_digit,
+                                       progress=False, **opts)
+            secs = time.time() - t0
+            folder = ctx.tmp / f"p2_{m}_{len(opts)}"
+            save_pngs(x, names, folder)
+            if clf is not None:
+                r = accuracy_of_folder(folder, clf)
+                worst = min(r.per_digit, key=r.per_digit.get)
+                acc = f"{100 * r.accuracy:.1f} % (worst: {worst} at {100 * r.per_digit[worst]:.0f} %)"
+                per_digit_rows.append(f"| {label} | " + " | ".join(f"{100 * r.per_digit[d]:.0f}" for d in range(10)) + " |")
+            else:
+                acc = f"not available: {why}"
+            rows.append(f"| {label} | {acc} | {fmt(fid_of(folder))} | {p2_setting(gen, opts)} | {secs:.0f} s | {trained} |")
     real_fid = None
     if val_stats is not None and (mn / "train.csv").is_file():
         folder = split_folder(str(ctx.data), "mnistm", "train", ctx.tmp, limit=10 * ctx.per_digit)
@@ -310,6 +311,18 @@ def section_p2(ctx: Ctx) -> str:
             lines.append(details(f"print(model): {m}", f.read_text()))
     lines += ["### Sampler speed and quality (`scripts/bench_p2.py`, this machine)", "", bench_p2_table(ctx), ""]
     return "\n".join(lines)
+
+
+def p2_setting(gen, opts: dict) -> str:
+    """How a problem-2 row was sampled, from the checkpoint's defaults and the row's overrides."""
+    if gen.kind == "p2_diffusion":
+        c = gen.diff_cfg
+        return f"{c.sampler}, {opts.get('steps', c.sample_steps)} steps, w = {c.guidance:g}"
+    k = int(opts.get("candidates", gen.config.get("candidates", 1)))
+    if k == 1:
+        return "one forward pass"
+    return (f"best of {k} noises by D's class head (the first with p >= {float(gen.config.get('accept_prob', 1.0)):g}, "
+            f"else the most probable)")
 
 
 def bench_p2_table(ctx: Ctx) -> str:

@@ -8,7 +8,9 @@
 The file must be a shipped form (a ``model`` key: a run's model.pt, export or snapshot). The old
 JSON's headline fields (step, metrics, accuracy, FID, source) move under ``previous``; the rest is
 kept unless ``--set`` replaces it. ``--set KEY=VALUE`` takes a dotted key and a JSON value (a bare
-word stays a string); ``--config KEY=VALUE`` changes the saved config (e.g. the default sampler).
+word stays a string); ``--config KEY=VALUE`` changes the saved config (e.g. the default sampler; the
+GAN sampling options ``truncation``, ``candidates``, ``accept_prob`` may be added). ``--discriminator
+RUN/last.pt`` also keeps that run's D (fp16), which problem-2 GANs use to rank ``candidates``.
 """
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common.errors import UserError, cli_main  # noqa: E402
 from common.training import atomic_torch_save, atomic_write_json, half_state_dict, load_checkpoint  # noqa: E402
 
-HEADLINE = ("step", "metrics", "accuracy", "accuracy_1000", "fid_vs_mnistm_val", "metrics_command", "source")
+SAMPLING_KEYS = ("truncation", "candidates", "accept_prob")  # GAN inference options a config may gain
+HEADLINE = ("step", "metrics", "accuracy", "accuracy_1000", "fid_vs_mnistm_val", "metrics_command", "source",
+            "discriminator_source")
 
 
 def parse_pair(text: str) -> tuple[str, object]:
@@ -45,7 +49,8 @@ def set_dotted(d: dict, key: str, value: object) -> None:
     d[last] = value
 
 
-def ship(src: Path, name: str, ckpt_dir: Path, sets: list[str], configs: list[str], source: str) -> dict:
+def ship(src: Path, name: str, ckpt_dir: Path, sets: list[str], configs: list[str], source: str,
+         discriminator: Path | None = None) -> dict:
     ck = load_checkpoint(src, "a run's model.pt, an export or a snapshot")
     if not isinstance(ck.get("model"), dict) or not isinstance(ck.get("config"), dict):
         raise UserError(f"{src} is not a shipped form (no 'model' weights and 'config'); "
@@ -55,15 +60,25 @@ def ship(src: Path, name: str, ckpt_dir: Path, sets: list[str], configs: list[st
     out["config"] = dict(ck["config"])
     for text in configs:
         k, v = parse_pair(text)
-        if k not in out["config"]:
+        if k not in out["config"] and k not in SAMPLING_KEYS:
             raise UserError(f"--config {k}: no such field in {src}'s config")
         out["config"][k] = v
+    if discriminator is not None:
+        dk = load_checkpoint(discriminator, "a run's last.pt (or a snapshot that keeps D)")
+        if not isinstance(dk.get("D"), dict):
+            raise UserError(f"{discriminator} holds no discriminator weights ('D')")
+        arch = (dk.get("config") or {}).get("arch")
+        if arch != out["config"].get("arch"):
+            raise UserError(f"{discriminator} is a {arch!r} run, {src} a {out['config'].get('arch')!r} model")
+        out["D"] = half_state_dict(dk["D"])
     meta_path = ckpt_dir / f"{name}.json"
     old = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     meta = {k: v for k, v in old.items() if k not in HEADLINE and k != "previous"}
     if old:
         meta["previous"] = {k: old[k] for k in HEADLINE if k in old}
-    meta.update(step=int(ck.get("step", 0)), config=out["config"], source=source or str(src))
+    meta.update(step=int(ck.get("step", 0)), config=out["config"], source=source or str(src), has_D="D" in out)
+    if discriminator is not None:
+        meta["discriminator_source"] = f"{discriminator} (step {int(dk.get('step', 0))})"
     for text in sets:
         set_dotted(meta, *parse_pair(text))
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -82,8 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="JSON field (dotted key)")
     p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help="saved config field")
     p.add_argument("--source", default="", help="where the weights came from (default: SRC)")
+    p.add_argument("--discriminator", default=None, metavar="CKPT", help="also keep this run checkpoint's D (fp16)")
     args = p.parse_args(argv)
-    ship(Path(args.src), args.name, Path(args.checkpoints), args.set, args.config, args.source)
+    ship(Path(args.src), args.name, Path(args.checkpoints), args.set, args.config, args.source,
+         Path(args.discriminator) if args.discriminator else None)
     return 0
 
 

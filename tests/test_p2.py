@@ -395,6 +395,72 @@ def test_hw2_2_end_to_end_acgan_and_errors(tiny_digits, tmp_path):
         p2inference.main([str(tmp_path / "x"), "--checkpoint", str(tmp_path / "nope.pt")])
 
 
+def test_pick_candidates_first_accepted_else_most_probable():
+    p = torch.tensor([[0.50, 0.95, 0.10],   # candidate 0 of images 0, 1, 2
+                      [0.97, 0.99, 0.30],   # candidate 1
+                      [0.99, 0.20, 0.40]])  # candidate 2
+    pick = p2inference.pick_candidates
+    assert pick(p.log(), 0.9).tolist() == [1, 0, 2]  # first p >= 0.9; none for image 2: its most probable
+    assert pick(p.log(), 1.0).tolist() == [2, 1, 2]  # accept_prob 1: always the most probable
+    assert pick(p[:1].log(), 0.9).tolist() == [0, 0, 0]  # one candidate: itself
+
+
+def test_gan_candidates_ranked_by_the_class_head(tiny_digits, tmp_path):
+    run = tmp_path / "acgan"
+    _run_train(["--model", "acgan", "--run", str(run), "--data-root", str(tiny_digits), "--batch-size", "8",
+                "--g-channels", "8", "--d-channels", "8", "--max-steps", "2", "--sample-every", "0", "--threads", "1"])
+    gen = Generator(load_checkpoint(run / "last.pt"))  # a run's last.pt keeps D
+    assert gen.critic is not None
+    y = torch.tensor([3, 3, 7, 1, 0])
+    gens = lambda start=0: per_image_generators(0, len(y), start)  # noqa: E731
+    plain = gen.generate(y, gens())
+    torch.testing.assert_close(gen.generate(y, gens(), candidates=1), plain)
+    # K = 3 by hand: the i-th call draws the i-th noise of every image; keep the most probable under D's head
+    g3 = gens()
+    cands = [gen.generate(y, g3) for _ in range(3)]
+    torch.testing.assert_close(cands[0], plain)  # the first candidate is the K = 1 image
+    scores = torch.stack([p2inference.class_log_prob(gen.critic, c, y) for c in cands])
+    best = torch.stack(cands)[scores.argmax(0), torch.arange(len(y))]
+    torch.testing.assert_close(gen.generate(y, gens(), candidates=3), best)
+    assert (scores.argmax(0) > 0).any()  # else the test could not tell ranking from the plain images
+    # accept_prob: the first candidate whose p reaches it
+    cut = float(scores[0].exp().median())
+    idx = p2inference.pick_candidates(scores, cut)
+    torch.testing.assert_close(gen.generate(y, gens(), candidates=3, accept_prob=cut),
+                               torch.stack(cands)[idx, torch.arange(len(y))])
+    # batch-independent: image 2 generated alone is the same
+    alone = gen.generate(y[2:3], per_image_generators(0, 1, start=2), candidates=3)
+    torch.testing.assert_close(alone[0], best[2])
+    # a shipped model.pt keeps no D: K > 1 is a one-line error that says how to ship D
+    with pytest.raises(UserError, match="--discriminator"):
+        Generator(load_checkpoint(run / "model.pt")).generate(y, gens(), candidates=2)
+    for bad, msg in ((["--candidates", "0"], "candidates"), (["--accept-prob", "1.5"], "accept-prob")):
+        with pytest.raises(UserError, match=msg):
+            p2inference.main([str(tmp_path / "x"), "--checkpoint", str(run / "last.pt"), *bad])
+    # shipped with --discriminator (fp16 D) and a default K in its config: hw2_2.sh ranks by default
+    sys.path.insert(0, str(REPO / "scripts"))
+    import ship_checkpoint
+    ship_checkpoint.ship(run / "model.pt", "p2_acgan", tmp_path / "ck", [], ["candidates=3"], "", run / "last.pt")
+    shipped = load_checkpoint(tmp_path / "ck" / "p2_acgan.pt")
+    assert shipped["D"]["cls_head.weight"].dtype == torch.float16 and shipped["config"]["candidates"] == 3
+    out = tmp_path / "ranked"
+    assert p2inference.main([str(out), "--checkpoint", str(tmp_path / "ck" / "p2_acgan.pt"), "--threads", "1"]) == 0
+    g16 = Generator(shipped)
+    y1 = torch.tensor([4])
+    png = torch.from_numpy(np.array(Image.open(out / "4_010.png"))).permute(2, 0, 1)
+    ref = g16.generate(y1, per_image_generators(0, 1, start=409))[0]
+    assert (png.int() - to_uint8(ref).int()).abs().max() <= 1
+    with pytest.raises(UserError, match="sagan"):  # D of another architecture
+        ship_checkpoint.ship(run / "model.pt", "x", tmp_path / "ck", [], [], "", _sagan_run(tiny_digits, tmp_path))
+
+
+def _sagan_run(tiny_digits, tmp_path) -> Path:
+    run = tmp_path / "sagan"
+    _run_train(["--model", "sagan", "--run", str(run), "--data-root", str(tiny_digits), "--batch-size", "8",
+                "--g-channels", "8", "--d-channels", "8", "--max-steps", "1", "--sample-every", "0", "--threads", "1"])
+    return run / "last.pt"
+
+
 def test_default_checkpoint_choice(tmp_path):
     with pytest.raises(UserError, match="python -m p2_diffusion_acgan.train --model diffusion"):
         default_checkpoint(None, tmp_path)
