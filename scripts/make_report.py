@@ -321,8 +321,10 @@ def p2_setting(gen, opts: dict) -> str:
     k = int(opts.get("candidates", gen.config.get("candidates", 1)))
     if k == 1:
         return "one forward pass"
-    return (f"best of {k} noises by D's class head (the first with p >= {float(gen.config.get('accept_prob', 1.0)):g}, "
-            f"else the most probable)")
+    accept = float(gen.config.get("accept_prob", 1.0))
+    if accept >= 1:
+        return f"best of {k} noises by D's class head (the most probable)"
+    return f"best of {k} noises by D's class head (the first with p >= {accept:g}, else the most probable)"
 
 
 def bench_p2_table(ctx: Ctx) -> str:
