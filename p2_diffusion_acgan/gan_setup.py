@@ -17,6 +17,8 @@ from common.errors import UserError
 from common.gan import GANConfig, export_generator
 from common.gan import train_gan as shared_train_gan
 
+from .config import build_discriminator, build_generator
+
 
 NUM_CLASSES = 10
 
@@ -75,7 +77,6 @@ def gan_config_class(model: str) -> type[P2GANConfig]:
 
 def build_gan(cfg: P2GANConfig) -> tuple[nn.Module, nn.Module]:
     """(G, D) for ``cfg.arch`` (the same builders inference uses on a saved config)."""
-    from .config import build_discriminator, build_generator
     if cfg.arch == "acgan" and cfg.d_projection:
         raise UserError("d_projection is a sagan option (the ACGAN D classifies instead)")
     if cfg.arch == "sagan" and cfg.g_cond_bn:

@@ -93,6 +93,16 @@ class Generator:
     def model_name(self) -> str:
         return self.kind.removeprefix("p2_")
 
+    def gan_options(self, truncation: float | None = None, candidates: int | None = None,
+                    accept_prob: float | None = None) -> tuple[float, int, float]:
+        """(truncation, candidates, accept_prob) a GAN samples with: each given value, else the
+        checkpoint config's, else 1 (checked)."""
+        psi = float(self.config.get("truncation", 1.0)) if truncation is None else truncation
+        k = int(self.config.get("candidates", 1)) if candidates is None else candidates
+        accept = float(self.config.get("accept_prob", 1.0)) if accept_prob is None else accept_prob
+        check_gan_options(psi, k, accept)
+        return psi, k, accept
+
     @torch.no_grad()
     def generate(self, y: torch.Tensor, generators: list[torch.Generator], sampler: str | None = None,
                  steps: int | None = None, guidance: float | None = None, callback=None,
@@ -112,10 +122,7 @@ class Generator:
             return sample(self.net, smp, y, c.guidance if guidance is None else guidance,
                           steps or c.sample_steps, generators, callback=callback,
                           guidance_interval=tuple(guidance_interval or c.guidance_interval)).cpu()
-        psi = float(self.config.get("truncation", 1.0)) if truncation is None else truncation
-        k = int(self.config.get("candidates", 1)) if candidates is None else candidates
-        accept = float(self.config.get("accept_prob", 1.0)) if accept_prob is None else accept_prob
-        check_gan_options(psi, k, accept)
+        psi, k, accept = self.gan_options(truncation, candidates, accept_prob)
         if k > 1 and self.critic is None:
             raise UserError(f"candidates {k} needs the discriminator, and this checkpoint keeps none "
                             "(ship it with scripts/ship_checkpoint.py --discriminator RUN/last.pt)")

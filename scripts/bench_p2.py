@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 secs = _timed(lambda: net(z, y_all.to(dev)), dev, 1) + png_s
             print(f"| {m} | - | 1 | - | {secs:.1f} | n/a (untrained) | n/a (untrained) |", flush=True)
             continue
-        k_default = int(gen.config.get("candidates", 1))  # > 1: D's class head ranks k noises per image
+        k_default = gen.gan_options()[1]  # > 1: D's class head ranks k noises per image
         for k in sorted({1, k_default}):  # a GAN makes 1000 images in seconds: always measured
             t0 = time.perf_counter()
             x, y, _ = generate_all(gen, batch_size=bs, progress=False, candidates=k)

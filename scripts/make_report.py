@@ -267,14 +267,14 @@ def section_p2(ctx: Ctx) -> str:
         info = read_json(path.with_suffix(".json")) or {}
         trained = f"{info.get('step', '?')} steps, {info.get('training', {}).get('device', '?')}"
         variants = [(m, {"steps": 2} if (ctx.fast and m == "diffusion") else {})]
-        if m != "diffusion" and int(gen.config.get("candidates", 1)) > 1:  # the default ranks candidates: also the plain G
+        if m != "diffusion" and gen.gan_options()[1] > 1:  # the default ranks candidates: also the plain G
             variants.append((f"{m}, plain G (`--candidates 1`)", {"candidates": 1}))
-        for label, opts in variants:
+        for i, (label, opts) in enumerate(variants):
             t0 = time.time()
             x, y, names = generate_all(gen, 0, 250 if ctx.device == "cpu" else 1000, per_digit=ctx.per_digit,
                                        progress=False, **opts)
             secs = time.time() - t0
-            folder = ctx.tmp / f"p2_{m}_{len(opts)}"
+            folder = ctx.tmp / f"p2_{m}_{i}"
             save_pngs(x, names, folder)
             if clf is not None:
                 r = accuracy_of_folder(folder, clf)
@@ -318,10 +318,9 @@ def p2_setting(gen, opts: dict) -> str:
     if gen.kind == "p2_diffusion":
         c = gen.diff_cfg
         return f"{c.sampler}, {opts.get('steps', c.sample_steps)} steps, w = {c.guidance:g}"
-    k = int(opts.get("candidates", gen.config.get("candidates", 1)))
+    _, k, accept = gen.gan_options(candidates=opts.get("candidates"))
     if k == 1:
         return "one forward pass"
-    accept = float(gen.config.get("accept_prob", 1.0))
     if accept >= 1:
         return f"best of {k} noises by D's class head (the most probable)"
     return f"best of {k} noises by D's class head (the first with p >= {accept:g}, else the most probable)"
