@@ -91,6 +91,24 @@ def details(summary: str, body: str) -> str:
     return f"<details><summary>{summary}</summary>\n\n```\n{body.rstrip()}\n```\n</details>\n"
 
 
+P1_FID_TARGETS = {"A": 27.0, "B": 18.0}  # the project's aims for the face GANs (SPEC: strong baseline 27)
+
+
+def history_block(ctx: "Ctx", name: str, title: str, png: Path, target: float | None, second: str) -> list[str]:
+    """The training history of one shipped model (``checkpoints/logs/<name>/history.jsonl``, see
+    common/history.py): its figure and a table of what each stage gained; [] when there is none."""
+    from common.history import plot_history, read_history, stage_summary
+    rows = read_history(ctx.ckpts / "logs" / name / "history.jsonl")
+    if not plot_history(rows, png, title, target, second):
+        return []
+    lines = [f"{title}: " + ctx.img(png, f"{title} history"), "",
+             "| stage | steps (all stages) | snapshots | best FID | gain on the best before |", "|---|---|---|---|---|"]
+    for i, st in enumerate(stage_summary(rows)):
+        gain = "-" if i == 0 else f"{st['gain']:.2f}"
+        lines.append(f"| {st['stage']} | {st['from']}-{st['to']} | {st['n']} | {st['best_fid']:.2f} | {gain} |")
+    return lines + [""]
+
+
 class Ctx:
     def __init__(self, data: Path, ckpts: Path, md: Path, out: Path, fast: bool, device: str):
         self.data, self.ckpts, self.md, self.out, self.fast = data, ckpts, md, out, fast
@@ -194,6 +212,13 @@ def section_p1(ctx: Ctx) -> str:
         lines.append(f"Method {m}: " + (ctx.img(f, f"curves {m}") if f.is_file() else
                                          f"no training log in {rel(ctx.ckpts / 'logs' / f'p1_method{m}', REPO)}"))
         lines.append("")
+    hist = [ln for m in "AB" for ln in history_block(ctx, f"p1_method{m}", f"method {m}", out / f"history_{m}.png",
+                                                      P1_FID_TARGETS[m], "face_score")]
+    if hist:
+        lines += ["### Training history (every evaluated snapshot, all sessions)", "",
+                  "FID and face score of `hw2_1.sh`'s 1000 images from each evaluated snapshot "
+                  "(`scripts/p1_eval_snapshots.py --history`), over every stage the shipped weights went through; "
+                  "dashed: the FID aim.", "", *hist]
     lines += ["### Discussion", "", discuss_p1(res, real), ""]
     return "\n".join(lines)
 
@@ -296,6 +321,14 @@ def section_p2(ctx: Ctx) -> str:
     if per_digit_rows:
         lines += ["Per digit (%):", "", "| model | " + " | ".join(map(str, range(10))) + " |",
                   "|---|" + "---|" * 10, *per_digit_rows, ""]
+    target = 1.5 * real_fid if real_fid is not None else None
+    hist = [ln for m in P2_MODELS for ln in history_block(ctx, f"p2_{m}", m, out / f"history_{m}.png", target, "accuracy")]
+    if hist:
+        lines += ["### Training history (every evaluated snapshot, all sessions)", "",
+                  "Accuracy and FID of `hw2_2.sh`'s 1000 digits from each evaluated snapshot "
+                  "(`scripts/p2_eval_snapshots.py --history`; GANs sampled plainly, one noise per image, since a "
+                  "snapshot keeps no D to rank candidates)" + (f"; dashed: the FID target, 1.5 x the real-data FID "
+                  f"({target:.1f})" if target else "") + ".", "", *hist]
     lines += ["### Samples", ""]
     for m in P2_MODELS:
         f = out / f"grid_{m}.png"

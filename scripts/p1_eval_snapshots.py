@@ -6,12 +6,13 @@
 
 One JSON line per checkpoint is appended to ``--out`` (default: ``snapshot_eval.jsonl`` beside the
 first checkpoint) and a table is printed; already-evaluated checkpoints (same path and size) are
-skipped, so an interrupted run resumes.
+skipped, so an interrupted run resumes. ``--history checkpoints/logs/p1_methodA/history.jsonl
+--stage "session 8, CPU: lr 1e-5" --step-offset 52661`` also puts the results into the shipped
+model's training history (``common/history.py``; the offset = the steps of the stages before).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -21,7 +22,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.errors import UserError, cli_main  # noqa: E402
-from common.training import read_jsonl  # noqa: E402
+from common.history import add_to_history, evaluate_snapshots  # noqa: E402
 
 
 def evaluate_checkpoint(ckpt: Path, val: Path, n: int = 1000, face: bool = True) -> dict:
@@ -30,7 +31,7 @@ def evaluate_checkpoint(ckpt: Path, val: Path, n: int = 1000, face: bool = True)
     with tempfile.TemporaryDirectory(prefix="p1_eval_") as tmp:
         t0 = time.time()
         generate_main([tmp, "--checkpoint", str(ckpt), "--n", str(n), "--device", "cpu"])
-        rec = {"checkpoint": str(ckpt), "size": ckpt.stat().st_size, "n": n, "generate_s": round(time.time() - t0, 1)}
+        rec = {"n": n, "generate_s": round(time.time() - t0, 1)}
         rec["fid"] = fid_from_folders(tmp, val, device="cpu", progress=True)
         if face:
             from common.face_score import face_score
@@ -45,26 +46,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default=None)
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--no-face", action="store_true")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--history", default=None, help="also add the results to this training-history file")
+    p.add_argument("--stage", default="", help="with --history: the stage these snapshots belong to")
+    p.add_argument("--step-offset", type=int, default=0, help="with --history: steps of the stages before")
     a = p.parse_args(argv)
-    cks = [Path(c) for c in a.checkpoints]
-    for c in cks:
-        if not c.is_file():
-            raise UserError(f"checkpoint not found: {c}")
+    if a.threads > 0:
+        import torch
+        torch.set_num_threads(a.threads)
     val = Path(a.data) / "val"
     if not val.is_dir():
         raise UserError(f"face val folder not found: {val} (run: bash hw2_download.sh)")
-    out = Path(a.out) if a.out else cks[0].parent / "snapshot_eval.jsonl"
-    done = {(r["checkpoint"], r["size"]): r for r in (read_jsonl(out) if out.is_file() else [])}
-    rows = []
-    for c in cks:
-        r = done.get((str(c), c.stat().st_size))
-        if r is None:
-            r = evaluate_checkpoint(c, val, a.n, face=not a.no_face)
-            with open(out, "a") as f:
-                f.write(json.dumps(r) + "\n")
-        rows.append(r)
-        print(f"{c}: FID {r['fid']:.2f}" + (f", face score {r['face_score']:.1f} %" if "face_score" in r else ""),
-              flush=True)
+    if a.history and not a.stage:
+        raise UserError("--history needs --stage (a few words: which session, device and setting)")
+    out = Path(a.out) if a.out else Path(a.checkpoints[0]).parent / "snapshot_eval.jsonl"
+
+    rows = evaluate_snapshots(a.checkpoints, out, lambda c: evaluate_checkpoint(c, val, a.n, face=not a.no_face))
+    for r in rows:
+        print(f"{r['checkpoint']}: FID {r['fid']:.2f}"
+              + (f", face score {r['face_score']:.1f} %" if "face_score" in r else ""))
+    if a.history:
+        add_to_history(a.history, rows, a.stage, a.step_offset, ("fid", "face_score"))
+        print(f"added {len(rows)} rows to {a.history}")
     best = min(rows, key=lambda r: r["fid"])
     print(f"best FID: {best['checkpoint']} ({best['fid']:.2f})")
     return 0

@@ -11,6 +11,8 @@ kept unless ``--set`` replaces it. ``--set KEY=VALUE`` takes a dotted key and a 
 word stays a string); ``--config KEY=VALUE`` changes the saved config (e.g. the default sampler; the
 GAN sampling options ``truncation``, ``candidates``, ``accept_prob`` may be added). ``--discriminator
 RUN/last.pt`` also keeps that run's D (fp16), which problem-2 GANs use to rank ``candidates``.
+Where the model has a training history (``checkpoints/logs/NAME/history.jsonl``, common/history.py),
+SRC must be in it (evaluated), and it is marked there as the shipped snapshot.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.errors import UserError, cli_main  # noqa: E402
+from common.history import mark_shipped, read_history  # noqa: E402
 from common.training import atomic_torch_save, atomic_write_json, half_state_dict, load_checkpoint  # noqa: E402
 
 SAMPLING_KEYS = ("truncation", "candidates", "accept_prob")  # GAN inference options a config may gain
@@ -52,6 +55,10 @@ def set_dotted(d: dict, key: str, value: object) -> None:
 def ship(src: Path, name: str, ckpt_dir: Path, sets: list[str], configs: list[str], source: str,
          discriminator: Path | None = None) -> dict:
     ck = load_checkpoint(src, "a run's model.pt, an export or a snapshot")
+    history = ckpt_dir / "logs" / name / "history.jsonl"
+    if history.is_file() and str(src) not in {r["checkpoint"] for r in read_history(history)}:
+        raise UserError(f"{src} is not in {name}'s training history {history}: evaluate it first with "
+                        f"scripts/p1_eval_snapshots.py / p2_eval_snapshots.py --history {history}")
     if not isinstance(ck.get("model"), dict) or not isinstance(ck.get("config"), dict):
         raise UserError(f"{src} is not a shipped form (no 'model' weights and 'config'); "
                         f"export it first (common.gan.export_generator)")
@@ -84,6 +91,8 @@ def ship(src: Path, name: str, ckpt_dir: Path, sets: list[str], configs: list[st
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(out, ckpt_dir / f"{name}.pt")
     atomic_write_json(meta_path, meta)
+    if history.is_file():
+        mark_shipped(history, src)
     size = (ckpt_dir / f"{name}.pt").stat().st_size / 2**20
     print(f"shipped {src} -> {ckpt_dir / name}.pt ({size:.1f} MiB) and {meta_path}")
     return meta

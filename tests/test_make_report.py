@@ -50,6 +50,11 @@ def test_make_report_fast_writes_every_section(tiny_digits, tmp_path, monkeypatc
     make_face_folder(data / "face" / "train", 40, ext=".jpg")
     make_face_folder(data / "face" / "val", 20, seed=1)
     ck = tiny_checkpoints(tmp_path / "checkpoints", data)
+    from common.history import add_to_history
+    for name, metric in (("p1_methodA", "face_score"), ("p2_acgan", "accuracy")):  # two stages each
+        recs = [{"checkpoint": f"runs/x/snapshots/step_{s:07d}.pt", "fid": f, metric: 0.5} for s, f in ((10, 60.0), (20, 50.0))]
+        add_to_history(ck / "logs" / name / "history.jsonl", recs[:1], "stage one", 0, ("fid", metric))
+        add_to_history(ck / "logs" / name / "history.jsonl", recs[1:], "stage two", 10, ("fid", metric))
     md, out = tmp_path / "REPORT.md", tmp_path / "report"
     assert make_report.main(["--data", str(data), "--checkpoints", str(ck), "--md", str(md), "--out", str(out),
                              "--fast"]) == 0
@@ -62,7 +67,8 @@ def test_make_report_fast_writes_every_section(tiny_digits, tmp_path, monkeypatc
     assert len(links) >= 7
     for link in links:
         assert (md.parent / link).is_file(), link
-    for name in ("p1/first32_A.png", "p1/first32_B.png", "p2/grid_diffusion.png", "p2/reverse_process.png",
+    assert text.count("### Training history") == 2 and "| stage two | 30-30 | 1 | 50.00 | 10.00 |" in text
+    for name in ("p1/history_A.png", "p2/history_acgan.png", "p1/first32_A.png", "p1/first32_B.png", "p2/grid_diffusion.png", "p2/reverse_process.png",
                  "p3/tsne_mnistm_usps_target.png"):
         assert (out / name).is_file(), name
     # measured numbers in the P1 table (FID is a float, face score a percentage); IS explains itself

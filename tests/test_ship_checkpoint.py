@@ -5,8 +5,11 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
+from common.errors import UserError
+from common.history import add_to_history, read_history
 from common.training import load_checkpoint
 from tests.conftest import REPO
 
@@ -43,3 +46,20 @@ def test_ship_errors_are_one_line(tmp_path):
                             "--checkpoints", str(tmp_path / "ck")], capture_output=True, text=True)
         assert r.returncode == 2 and r.stderr.startswith("error: ") and msg in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
+
+
+def test_ship_marks_the_snapshot_in_the_training_history(tmp_path):
+    ck_dir = tmp_path / "ck"
+    snaps = []
+    for step in (100, 200):
+        snaps.append(tmp_path / f"step_{step:07d}.pt")
+        torch.save({"version": 1, "step": step, "config": {"arch": "acgan"}, "model": {"w": torch.ones(1)}}, snaps[-1])
+    hist = ck_dir / "logs" / "p2_acgan" / "history.jsonl"
+    add_to_history(hist, [{"checkpoint": str(snaps[0]), "fid": 50.0}], "stage", 0, ("fid",))
+    with pytest.raises(UserError, match="not in p2_acgan's training history"):  # not evaluated: nothing written
+        ship_checkpoint.ship(snaps[1], "p2_acgan", ck_dir, [], [], "")
+    assert not (ck_dir / "p2_acgan.pt").exists()
+    ship_checkpoint.ship(snaps[0], "p2_acgan", ck_dir, [], [], "")
+    assert [r["step"] for r in read_history(hist) if r.get("shipped")] == [100]
+    ship_checkpoint.ship(snaps[0], "p2_sagan", ck_dir, [], [], "")  # no history for that name: shipped all the same
+    assert (ck_dir / "p2_sagan.pt").is_file()

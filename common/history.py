@@ -1,0 +1,195 @@
+"""Snapshot evaluation and the training history of a shipped model, across runs and sessions.
+
+A shipped model is usually trained in stages: a GPU run, CPU runs that go on from it (``--init-from``)
+at a lower learning rate, and so on, each counting its steps from 0. Its *history file*
+(``checkpoints/logs/<name>/history.jsonl``, committed beside the weights) has one JSON line per
+evaluated snapshot, in the whole lineage's step count:
+
+    {"step": 52411, "stage": "session 7, CPU: lr 2e-5", "fid": 28.91, "face_score": 78.4,
+     "checkpoint": "runs/cpu_s7_A_lr2e5/snapshots/step_0000750.pt", "run_step": 750, "shipped": true}
+
+``step`` = ``run_step`` + the stage's offset (the steps of the stages before it). The snapshot
+evaluators (``scripts/p1_eval_snapshots.py``, ``scripts/p2_eval_snapshots.py``) append to it with
+``--history FILE --stage TEXT --step-offset N``; ``scripts/ship_checkpoint.py --history FILE``
+marks the shipped snapshot; ``plot_history`` draws the curve (``scripts/make_report.py`` shows it),
+so "has training stopped improving?" is a figure, not a memory.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Callable, Iterable
+
+from .errors import UserError
+from .training import atomic_write_bytes, load_checkpoint, read_jsonl
+
+METRIC_LABELS = {"face_score": "face score (%)", "accuracy": "course-classifier accuracy (%)"}
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The training step of a snapshot / last.pt / shipped checkpoint (from the file, else its name)."""
+    m = re.search(r"step_(\d+)", Path(path).name)
+    if m:
+        return int(m.group(1))
+    step = load_checkpoint(path).get("step")
+    if step is None:
+        raise UserError(f"cannot tell the training step of {path} (no 'step' in it, no step_N in its name)")
+    return int(step)
+
+
+def evaluate_snapshots(checkpoints: Iterable[str | Path], out: str | Path,
+                       evaluate: Callable[[Path], dict]) -> list[dict]:
+    """Evaluate each checkpoint once: one JSON line per checkpoint appended to ``out``; a checkpoint
+    already there (same path and size) is not evaluated again, so an interrupted run resumes.
+    Returns the records, in the order given."""
+    cks = [Path(c) for c in checkpoints]
+    for c in cks:
+        if not c.is_file():
+            raise UserError(f"checkpoint not found: {c}")
+    out = Path(out)
+    done = {(r["checkpoint"], r["size"]): r for r in (read_jsonl(out) if out.is_file() else [])}
+    rows = []
+    for c in cks:
+        r = done.get((str(c), c.stat().st_size))
+        if r is None:
+            r = {"checkpoint": str(c), "size": c.stat().st_size, **evaluate(c)}
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with open(out, "a") as f:
+                f.write(json.dumps(r) + "\n")
+        rows.append(r)
+    return rows
+
+
+def read_history(path: str | Path) -> list[dict]:
+    """History rows sorted by step ([] when the file does not exist)."""
+    path = Path(path)
+    return sorted(read_jsonl(path), key=lambda r: r["step"]) if path.is_file() else []
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in sorted(rows, key=lambda r: r["step"])).encode())
+
+
+def add_to_history(path: str | Path, records: Iterable[dict], stage: str, step_offset: int,
+                   metrics: tuple[str, ...]) -> list[dict]:
+    """Put evaluation records (with ``checkpoint`` and the ``metrics``) into the history file under
+    ``stage``; a checkpoint already in it is replaced, not repeated. Returns the new rows."""
+    if not stage:
+        raise UserError("--history needs --stage (a few words: which session, device and setting)")
+    if step_offset < 0:
+        raise UserError(f"--step-offset must be >= 0, got {step_offset}")
+    path = Path(path)
+    new = []
+    for r in records:
+        run_step = checkpoint_step(r["checkpoint"])
+        row = {"step": run_step + step_offset, "stage": stage, "checkpoint": r["checkpoint"], "run_step": run_step}
+        row.update({k: r[k] for k in metrics if k in r})
+        new.append(row)
+    before = read_history(path)
+    shipped = {r["checkpoint"] for r in before if r.get("shipped")}
+    for r in new:  # a re-evaluated shipped snapshot stays marked
+        if r["checkpoint"] in shipped:
+            r["shipped"] = True
+    keep = {r["checkpoint"] for r in new}
+    _write(path, [r for r in before if r["checkpoint"] not in keep] + new)
+    return new
+
+
+def mark_shipped(path: str | Path, checkpoint: str | Path) -> dict:
+    """Mark the history row of ``checkpoint`` as the shipped one (and no other). Returns that row."""
+    rows = read_history(path)
+    hit = [r for r in rows if r["checkpoint"] == str(checkpoint)]
+    if not hit:
+        raise UserError(f"{checkpoint} is not in the history {path}: evaluate it first "
+                        f"(scripts/p1_eval_snapshots.py or scripts/p2_eval_snapshots.py with --history)")
+    for r in rows:
+        r.pop("shipped", None)
+    hit[-1]["shipped"] = True
+    _write(Path(path), rows)
+    return hit[-1]
+
+
+def plot_history(rows: list[dict], out: str | Path, title: str, target: float | None = None,
+                 second: str | None = None) -> bool:
+    """FID against the lineage's step, one colour per stage, the shipped snapshot starred, the FID
+    target dashed; ``second`` (``face_score`` or ``accuracy``) on a right-hand axis. False: no rows."""
+    rows = [r for r in rows if "fid" in r]
+    if not rows:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    vals = [r for r in rows if second and second in r]
+    fig, axes = plt.subplots(2 if vals else 1, 1, figsize=(11, 6 if vals else 4.2), sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1.3] if vals else [1]})
+    ax = axes[0, 0]
+    stages = list(dict.fromkeys(r["stage"] for r in rows))
+    colors = plt.get_cmap("tab10")
+    for i, s in enumerate(stages):
+        rs = [r for r in rows if r["stage"] == s]
+        ax.plot([r["step"] for r in rs], [r["fid"] for r in rs], marker="o", color=colors(i % 10), label=s)
+        if vals:
+            rs = [r for r in rs if second in r]
+            axes[1, 0].plot([r["step"] for r in rs], [r[second] * (100 if second == "accuracy" else 1) for r in rs],
+                            marker=".", color=colors(i % 10))
+    for r in (r for r in rows if r.get("shipped")):
+        ax.plot([r["step"]], [r["fid"]], marker="*", markersize=18, color="gold", markeredgecolor="k",
+                linestyle="none", label=f"shipped: FID {r['fid']:.2f}", zorder=5)
+    if target is not None:
+        ax.axhline(target, color="k", linestyle="--", linewidth=1, label=f"target FID {target:g}")
+    ax.set(ylabel="FID (1000 images)", title=f"{title}: FID of the evaluated snapshots (lower is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if vals:
+        axes[1, 0].set(ylabel=METRIC_LABELS.get(second, second))
+        axes[1, 0].grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("training step (all stages, counted from the first)")
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
+def stage_summary(rows: list[dict]) -> list[dict]:
+    """Per stage, in order: {"stage", "from", "to" (lineage steps), "n", "best_fid", "gain"}; ``gain`` =
+    how far the stage brought the best FID so far down (0 when it did not)."""
+    out, best = [], math.inf
+    for s in dict.fromkeys(r["stage"] for r in rows):
+        rs = [r for r in rows if r["stage"] == s and "fid" in r]
+        if not rs:
+            continue
+        b = min(r["fid"] for r in rs)
+        out.append({"stage": s, "from": rs[0]["step"], "to": rs[-1]["step"], "n": len(rs), "best_fid": b,
+                    "gain": 0.0 if math.isinf(best) else max(0.0, best - b)})
+        best = min(best, b)
+    return out
+
+
+def main(argv=None) -> int:
+    """``python -m common.history HISTORY.jsonl --out history.png [--target 27]``: draw one history file."""
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m common.history", description=main.__doc__)
+    p.add_argument("history")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--title", default=None)
+    p.add_argument("--target", type=float, default=None, help="FID target (a dashed line)")
+    a = p.parse_args(argv)
+    rows = read_history(a.history)
+    if not rows:
+        raise UserError(f"no training history at {a.history}")
+    second = next((k for k in METRIC_LABELS if any(k in r for r in rows)), None)
+    plot_history(rows, a.out, a.title or Path(a.history).parent.name, a.target, second)
+    for s in stage_summary(rows):
+        print(f"{s['stage']}: steps {s['from']}-{s['to']}, best FID {s['best_fid']:.2f} (gain {s['gain']:.2f})")
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    from .errors import cli_main
+    cli_main(main)

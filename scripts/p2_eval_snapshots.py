@@ -1,0 +1,97 @@
+"""Accuracy and FID of problem-2 generator checkpoints, exactly as graded: hw2_2's 1000 PNGs (seed 0)
+-> the course classifier (overall and worst digit) and FID vs mnistm val (pytorch-fid convention).
+
+    python scripts/p2_eval_snapshots.py runs/cpu_s5_acgan_realaux/snapshots/step_00*.pt
+    python scripts/p2_eval_snapshots.py runs/x/snapshots/*.pt --history checkpoints/logs/p2_acgan/history.jsonl \\
+        --stage "session 5, CPU: from scratch"
+
+GANs are sampled plainly (one noise per image: a snapshot has no D to rank candidates with) unless
+``--candidates`` says otherwise; diffusion with the checkpoint's sampler unless ``--sampler``,
+``--steps``, ``--guidance`` say otherwise. One JSON line per checkpoint is appended to ``--out``
+(default: ``snapshot_eval.jsonl`` beside the first checkpoint); checkpoints already there (same
+path and size) are skipped, so an interrupted run resumes. ``--history`` as in
+``scripts/p1_eval_snapshots.py`` (``common/history.py``).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common.errors import UserError, cli_main  # noqa: E402
+from common.history import add_to_history, evaluate_snapshots  # noqa: E402
+
+
+def evaluate_checkpoint(ckpt: Path, data_root: str, options: list[str], classifier: str | None = None,
+                        dims: int = 2048) -> dict:
+    from common import fid
+    from common.digit_classifier import accuracy_of_folder
+    from p2_diffusion_acgan.evaluate import mnistm_val_stats
+    from p2_diffusion_acgan.inference import main as generate_main
+    with tempfile.TemporaryDirectory(prefix="p2_eval_") as tmp:
+        t0 = time.time()
+        generate_main([tmp, "--checkpoint", str(ckpt), "--device", "cpu", *options])
+        rec: dict = {"generate_s": round(time.time() - t0, 1), "options": " ".join(options)}
+        r = accuracy_of_folder(tmp, classifier)
+        worst = min(r.per_digit, key=r.per_digit.get)
+        rec.update(n=r.n, accuracy=r.accuracy, worst_digit=worst, worst_digit_acc=r.per_digit[worst])
+        rec["fid"] = fid.frechet_distance(fid.compute_statistics(tmp, progress=True, dims=dims),
+                                          mnistm_val_stats(data_root, dims=dims))
+        if dims != 2048:
+            rec["fid_dims"] = dims
+    return rec
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python scripts/p2_eval_snapshots.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("--data-root", default="hw2_data", help="holds digits/mnistm (the FID reference: val)")
+    p.add_argument("--classifier", default=None, help="course Classifier.pth (default ../shared/evaluators/)")
+    p.add_argument("--out", default=None)
+    p.add_argument("--fid-dims", type=int, default=2048, choices=(64, 192, 768, 2048),
+                   help="Inception features for FID (2048, the standard; fewer only for quick checks)")
+    p.add_argument("--candidates", type=int, default=1, help="GANs: noises per image ranked by D (default 1: plain G)")
+    p.add_argument("--sampler", default=None, help="diffusion sampler (default: the checkpoint's)")
+    p.add_argument("--steps", type=int, default=None, help="diffusion steps (default: the checkpoint's)")
+    p.add_argument("--guidance", type=float, default=None, help="diffusion guidance w (default: the checkpoint's)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--history", default=None, help="also add the results to this training-history file")
+    p.add_argument("--stage", default="", help="with --history: the stage these snapshots belong to")
+    p.add_argument("--step-offset", type=int, default=0, help="with --history: steps of the stages before")
+    a = p.parse_args(argv)
+    if a.threads > 0:
+        import torch
+        torch.set_num_threads(a.threads)
+    val = Path(a.data_root) / "digits" / "mnistm"
+    if not val.is_dir():
+        raise UserError(f"mnistm data not found: {val} (run: bash hw2_download.sh)")
+    if a.history and not a.stage:
+        raise UserError("--history needs --stage (a few words: which session, device and setting)")
+    out = Path(a.out) if a.out else Path(a.checkpoints[0]).parent / "snapshot_eval.jsonl"
+    options = ["--candidates", str(a.candidates)]  # hw2_2 uses it for GANs only
+    for flag, v in (("--sampler", a.sampler), ("--steps", a.steps), ("--guidance", a.guidance)):
+        if v is not None:
+            options += [flag, str(v)]
+
+    def evaluate(c: Path) -> dict:
+        return evaluate_checkpoint(c, a.data_root, options, a.classifier, a.fid_dims)
+
+    rows = evaluate_snapshots(a.checkpoints, out, evaluate)
+    if a.history:
+        add_to_history(a.history, rows, a.stage, a.step_offset, ("fid", "accuracy", "worst_digit_acc"))
+        print(f"added {len(rows)} rows to {a.history}")
+    for r in rows:
+        print(f"{r['checkpoint']}: accuracy {100 * r['accuracy']:.1f} % (worst {r['worst_digit']}: "
+              f"{100 * r['worst_digit_acc']:.0f} %), FID {r['fid']:.2f}")
+    best = min(rows, key=lambda r: r["fid"])
+    print(f"best FID: {best['checkpoint']} ({best['fid']:.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    cli_main(main)
