@@ -62,6 +62,25 @@ def evaluate_snapshots(checkpoints: Iterable[str | Path], out: str | Path,
     return rows
 
 
+def add_history_args(p) -> None:
+    """``--threads``, ``--history``, ``--stage``, ``--step-offset`` of the snapshot evaluators."""
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--history", default=None, help="also add the results to this training-history file")
+    p.add_argument("--stage", default="", help="with --history: the stage these snapshots belong to")
+    p.add_argument("--step-offset", type=int, default=0, help="with --history: steps of the stages before")
+
+
+def apply_history_args(a) -> None:
+    """Check them (one-line errors) and set the thread count."""
+    if a.history and not a.stage:
+        raise UserError("--history needs --stage (a few words: which session, device and setting)")
+    if a.step_offset < 0:
+        raise UserError(f"--step-offset must be >= 0, got {a.step_offset}")
+    if a.threads > 0:
+        import torch
+        torch.set_num_threads(a.threads)
+
+
 def read_history(path: str | Path) -> list[dict]:
     """History rows sorted by step ([] when the file does not exist)."""
     path = Path(path)

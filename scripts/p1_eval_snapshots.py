@@ -22,7 +22,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.errors import UserError, cli_main  # noqa: E402
-from common.history import add_to_history, evaluate_snapshots  # noqa: E402
+from common.history import add_history_args, add_to_history, apply_history_args, evaluate_snapshots  # noqa: E402
 
 
 def evaluate_checkpoint(ckpt: Path, val: Path, n: int = 1000, face: bool = True) -> dict:
@@ -46,19 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default=None)
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--no-face", action="store_true")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    p.add_argument("--history", default=None, help="also add the results to this training-history file")
-    p.add_argument("--stage", default="", help="with --history: the stage these snapshots belong to")
-    p.add_argument("--step-offset", type=int, default=0, help="with --history: steps of the stages before")
+    add_history_args(p)
     a = p.parse_args(argv)
-    if a.threads > 0:
-        import torch
-        torch.set_num_threads(a.threads)
+    apply_history_args(a)
     val = Path(a.data) / "val"
     if not val.is_dir():
         raise UserError(f"face val folder not found: {val} (run: bash hw2_download.sh)")
-    if a.history and not a.stage:
-        raise UserError("--history needs --stage (a few words: which session, device and setting)")
     out = Path(a.out) if a.out else Path(a.checkpoints[0]).parent / "snapshot_eval.jsonl"
 
     rows = evaluate_snapshots(a.checkpoints, out, lambda c: evaluate_checkpoint(c, val, a.n, face=not a.no_face))

@@ -24,7 +24,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.errors import UserError, cli_main  # noqa: E402
-from common.history import add_to_history, evaluate_snapshots  # noqa: E402
+from common.history import add_history_args, add_to_history, apply_history_args, evaluate_snapshots  # noqa: E402
 
 
 def evaluate_checkpoint(ckpt: Path, data_root: str, options: list[str], classifier: str | None = None,
@@ -59,19 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sampler", default=None, help="diffusion sampler (default: the checkpoint's)")
     p.add_argument("--steps", type=int, default=None, help="diffusion steps (default: the checkpoint's)")
     p.add_argument("--guidance", type=float, default=None, help="diffusion guidance w (default: the checkpoint's)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    p.add_argument("--history", default=None, help="also add the results to this training-history file")
-    p.add_argument("--stage", default="", help="with --history: the stage these snapshots belong to")
-    p.add_argument("--step-offset", type=int, default=0, help="with --history: steps of the stages before")
+    add_history_args(p)
     a = p.parse_args(argv)
-    if a.threads > 0:
-        import torch
-        torch.set_num_threads(a.threads)
+    apply_history_args(a)
     val = Path(a.data_root) / "digits" / "mnistm"
     if not val.is_dir():
         raise UserError(f"mnistm data not found: {val} (run: bash hw2_download.sh)")
-    if a.history and not a.stage:
-        raise UserError("--history needs --stage (a few words: which session, device and setting)")
     out = Path(a.out) if a.out else Path(a.checkpoints[0]).parent / "snapshot_eval.jsonl"
     options = ["--candidates", str(a.candidates)]  # hw2_2 uses it for GANs only
     for flag, v in (("--sampler", a.sampler), ("--steps", a.steps), ("--guidance", a.guidance)):
