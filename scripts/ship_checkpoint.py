@@ -1,4 +1,4 @@
-"""Ship a trained generator: its weights -> checkpoints/NAME.pt (fp16, without D), and NAME.json updated.
+"""Ship a trained generator: its weights -> checkpoints/NAME.pt (fp16, with D where SRC keeps one), NAME.json updated.
 
     python scripts/ship_checkpoint.py runs/gpu_s4/p2_diffusion/model.pt p2_diffusion \
         --config sample_steps=8 --config guidance=4.0 \
@@ -10,7 +10,10 @@ JSON's headline fields (step, metrics, accuracy, FID, source) move under ``previ
 kept unless ``--set`` replaces it. ``--set KEY=VALUE`` takes a dotted key and a JSON value (a bare
 word stays a string); ``--config KEY=VALUE`` changes the saved config (e.g. the default sampler; the
 GAN sampling options ``truncation``, ``candidates``, ``accept_prob`` may be added). ``--discriminator
-RUN/last.pt`` also keeps that run's D (fp16), which problem-2 GANs use to rank ``candidates``.
+RUN/last.pt`` keeps that run's D (fp16) instead of SRC's own, which problem-2 GANs use to rank
+``candidates``. SRC's own D (GAN snapshots keep one) ships by default, so that training can go on from
+the shipped file on a new machine (``--init-from checkpoints/NAME.pt``; a trained G with a fresh D
+does not learn); ``--no-discriminator`` drops it.
 Where the model has a training history (``checkpoints/logs/NAME/history.jsonl``, common/history.py),
 SRC must be in it (evaluated), and it is marked there as the shipped snapshot.
 """
@@ -53,7 +56,7 @@ def set_dotted(d: dict, key: str, value: object) -> None:
 
 
 def ship(src: Path, name: str, ckpt_dir: Path, sets: list[str], configs: list[str], source: str,
-         discriminator: Path | None = None) -> dict:
+         discriminator: Path | None = None, keep_d: bool = True) -> dict:
     ck = load_checkpoint(src, "a run's model.pt, an export or a snapshot")
     history = ckpt_dir / "logs" / name / "history.jsonl"
     if history.is_file() and str(src) not in {r["checkpoint"] for r in read_history(history)}:
@@ -78,6 +81,8 @@ def ship(src: Path, name: str, ckpt_dir: Path, sets: list[str], configs: list[st
         if arch != out["config"].get("arch"):
             raise UserError(f"{discriminator} is a {arch!r} run, {src} a {out['config'].get('arch')!r} model")
         out["D"] = half_state_dict(dk["D"])
+    elif keep_d and isinstance(ck.get("D"), dict):
+        out["D"] = half_state_dict(ck["D"])
     meta_path = ckpt_dir / f"{name}.json"
     old = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     meta = {k: v for k, v in old.items() if k not in HEADLINE and k != "previous"}
@@ -86,6 +91,8 @@ def ship(src: Path, name: str, ckpt_dir: Path, sets: list[str], configs: list[st
     meta.update(step=int(ck.get("step", 0)), config=out["config"], source=source or str(src), has_D="D" in out)
     if discriminator is not None:
         meta["discriminator_source"] = f"{discriminator} (step {int(dk.get('step', 0))})"
+    elif "D" in out:
+        meta["discriminator_source"] = f"{src} (its own D, step {int(ck.get('step', 0))})"
     for text in sets:
         set_dotted(meta, *parse_pair(text))
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -106,10 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="JSON field (dotted key)")
     p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help="saved config field")
     p.add_argument("--source", default="", help="where the weights came from (default: SRC)")
-    p.add_argument("--discriminator", default=None, metavar="CKPT", help="also keep this run checkpoint's D (fp16)")
+    d = p.add_mutually_exclusive_group()
+    d.add_argument("--discriminator", default=None, metavar="CKPT", help="keep this run checkpoint's D (fp16) "
+                   "instead of SRC's own")
+    d.add_argument("--no-discriminator", action="store_true", help="ship G alone (default: SRC's D too, if it has one)")
     args = p.parse_args(argv)
     ship(Path(args.src), args.name, Path(args.checkpoints), args.set, args.config, args.source,
-         Path(args.discriminator) if args.discriminator else None)
+         Path(args.discriminator) if args.discriminator else None, keep_d=not args.no_discriminator)
     return 0
 
 

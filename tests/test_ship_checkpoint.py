@@ -1,4 +1,4 @@
-"""scripts/ship_checkpoint.py: weights to fp16 without D, old headline fields under 'previous', dotted --set."""
+"""scripts/ship_checkpoint.py: weights (and D) to fp16, old headline fields under 'previous', dotted --set."""
 from __future__ import annotations
 
 import json
@@ -17,7 +17,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 import ship_checkpoint  # noqa: E402
 
 
-def test_ship_moves_old_headline_to_previous_and_drops_d(tmp_path):
+def test_ship_moves_old_headline_to_previous_and_keeps_d(tmp_path):
     src = tmp_path / "snap.pt"
     torch.save({"version": 1, "step": 7, "config": {"guidance": 2.0, "arch": "acgan"},
                 "model": {"w": torch.ones(3)}, "D": {"v": torch.ones(2)}}, src)
@@ -28,12 +28,17 @@ def test_ship_moves_old_headline_to_previous_and_drops_d(tmp_path):
     meta = ship_checkpoint.ship(src, "p2_acgan", ck_dir, ["accuracy=0.99", "training.epochs=2.5", "note=plain words"],
                                 ["guidance=4.0"], "")
     ck = load_checkpoint(ck_dir / "p2_acgan.pt")
-    assert "D" not in ck and ck["model"]["w"].dtype == torch.float16 and ck["config"]["guidance"] == 4.0
+    assert ck["model"]["w"].dtype == torch.float16 and ck["config"]["guidance"] == 4.0
+    assert ck["D"]["v"].dtype == torch.float16  # SRC's own D ships: a new machine can go on from the file
     saved = json.loads((ck_dir / "p2_acgan.json").read_text())
     assert saved == meta
     assert saved["previous"] == {"step": 3, "accuracy": 0.9}  # one level: the old 'previous' is dropped
     assert saved["step"] == 7 and saved["accuracy"] == 0.99 and saved["note"] == "plain words"
     assert saved["training"] == {"minutes": 5, "epochs": 2.5} and saved["source"] == str(src)
+    assert saved["has_D"] and saved["discriminator_source"] == f"{src} (its own D, step 7)"
+    meta = ship_checkpoint.ship(src, "p2_acgan", ck_dir, [], [], "", keep_d=False)  # --no-discriminator
+    assert "D" not in load_checkpoint(ck_dir / "p2_acgan.pt") and not meta["has_D"]
+    assert "discriminator_source" not in meta
 
 
 def test_ship_errors_are_one_line(tmp_path):
