@@ -40,21 +40,21 @@ def checkpoint_step(path: str | Path) -> int:
 
 
 def evaluate_snapshots(checkpoints: Iterable[str | Path], out: str | Path,
-                       evaluate: Callable[[Path], dict]) -> list[dict]:
+                       evaluate: Callable[[Path], dict], tag: str = "") -> list[dict]:
     """Evaluate each checkpoint once: one JSON line per checkpoint appended to ``out``; a checkpoint
-    already there (same path and size) is not evaluated again, so an interrupted run resumes.
-    Returns the records, in the order given."""
+    already there (same path, size and ``tag``: how it was evaluated, e.g. the sampling options) is
+    not evaluated again, so an interrupted run resumes. Returns the records, in the order given."""
     cks = [Path(c) for c in checkpoints]
     for c in cks:
         if not c.is_file():
             raise UserError(f"checkpoint not found: {c}")
     out = Path(out)
-    done = {(r["checkpoint"], r["size"]): r for r in (read_jsonl(out) if out.is_file() else [])}
+    done = {(r["checkpoint"], r["size"], r.get("tag", "")): r for r in (read_jsonl(out) if out.is_file() else [])}
     rows = []
     for c in cks:
-        r = done.get((str(c), c.stat().st_size))
+        r = done.get((str(c), c.stat().st_size, tag))
         if r is None:
-            r = {"checkpoint": str(c), "size": c.stat().st_size, **evaluate(c)}
+            r = {"checkpoint": str(c), "size": c.stat().st_size, **({"tag": tag} if tag else {}), **evaluate(c)}
             out.parent.mkdir(parents=True, exist_ok=True)
             with open(out, "a") as f:
                 f.write(json.dumps(r) + "\n")

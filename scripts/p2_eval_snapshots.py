@@ -5,11 +5,11 @@
     python scripts/p2_eval_snapshots.py runs/x/snapshots/*.pt --history checkpoints/logs/p2_acgan/history.jsonl \\
         --stage "session 5, CPU: from scratch"
 
-GANs are sampled plainly (one noise per image: a snapshot has no D to rank candidates with) unless
-``--candidates`` says otherwise; diffusion with the checkpoint's sampler unless ``--sampler``,
-``--steps``, ``--guidance`` say otherwise. One JSON line per checkpoint is appended to ``--out``
-(default: ``snapshot_eval.jsonl`` beside the first checkpoint); checkpoints already there (same
-path and size) are skipped, so an interrupted run resumes. ``--history`` as in
+GANs are sampled plainly (one noise per image) unless ``--candidates`` / ``--accept-prob`` say
+otherwise (a snapshot keeps D, which ranks the candidates); diffusion with the checkpoint's sampler
+unless ``--sampler``, ``--steps``, ``--guidance`` say otherwise. One JSON line per checkpoint is
+appended to ``--out`` (default: ``snapshot_eval.jsonl`` beside the first checkpoint); checkpoints
+already there with the same options (same path and size) are skipped, so an interrupted run resumes. ``--history`` as in
 ``scripts/p1_eval_snapshots.py`` (``common/history.py``).
 """
 from __future__ import annotations
@@ -56,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--fid-dims", type=int, default=2048, choices=(64, 192, 768, 2048),
                    help="Inception features for FID (2048, the standard; fewer only for quick checks)")
     p.add_argument("--candidates", type=int, default=1, help="GANs: noises per image ranked by D (default 1: plain G)")
+    p.add_argument("--accept-prob", type=float, default=1.0,
+                   help="GANs with --candidates: keep the first candidate this sure under D (default 1: the most probable)")
     p.add_argument("--sampler", default=None, help="diffusion sampler (default: the checkpoint's)")
     p.add_argument("--steps", type=int, default=None, help="diffusion steps (default: the checkpoint's)")
     p.add_argument("--guidance", type=float, default=None, help="diffusion guidance w (default: the checkpoint's)")
@@ -66,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not val.is_dir():
         raise UserError(f"mnistm data not found: {val} (run: bash hw2_download.sh)")
     out = Path(a.out) if a.out else Path(a.checkpoints[0]).parent / "snapshot_eval.jsonl"
-    options = ["--candidates", str(a.candidates)]  # hw2_2 uses it for GANs only
+    options = ["--candidates", str(a.candidates), "--accept-prob", str(a.accept_prob)]  # hw2_2: GANs only
     for flag, v in (("--sampler", a.sampler), ("--steps", a.steps), ("--guidance", a.guidance)):
         if v is not None:
             options += [flag, str(v)]
@@ -74,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def evaluate(c: Path) -> dict:
         return evaluate_checkpoint(c, a.data_root, options, a.classifier, a.fid_dims)
 
-    rows = evaluate_snapshots(a.checkpoints, out, evaluate)
+    rows = evaluate_snapshots(a.checkpoints, out, evaluate, tag=" ".join(options) + f" dims {a.fid_dims}")
     if a.history:
         add_to_history(a.history, rows, a.stage, a.step_offset, ("fid", "accuracy", "worst_digit_acc"))
         print(f"added {len(rows)} rows to {a.history}")

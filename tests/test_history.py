@@ -36,6 +36,8 @@ def test_evaluate_snapshots_runs_each_checkpoint_once(tmp_path):
     a.write_bytes(b"aaa")  # the file changed (same path, new size): evaluated again
     assert evaluate_snapshots([a], out, evaluate)[0]["fid"] == 3.0 and len(calls) == 3
     assert len(read_jsonl(out)) == 3
+    assert evaluate_snapshots([a], out, evaluate, tag="K 8")[0]["tag"] == "K 8" and len(calls) == 4  # other options
+    assert evaluate_snapshots([a], out, evaluate, tag="K 8")[0]["fid"] == 3.0 and len(calls) == 4
     with pytest.raises(UserError, match="nope.pt"):
         evaluate_snapshots([a, tmp_path / "nope.pt"], out, evaluate)
 
