@@ -52,9 +52,10 @@ def evaluate_snapshots(checkpoints: Iterable[str | Path], out: str | Path,
     done = {(r["checkpoint"], r["size"], r.get("tag", "")): r for r in (read_jsonl(out) if out.is_file() else [])}
     rows = []
     for c in cks:
-        r = done.get((str(c), c.stat().st_size, tag))
+        size = c.stat().st_size
+        r = done.get((str(c), size, tag))
         if r is None:
-            r = {"checkpoint": str(c), "size": c.stat().st_size, **({"tag": tag} if tag else {}), **evaluate(c)}
+            r = {"checkpoint": str(c), "size": size, **({"tag": tag} if tag else {}), **evaluate(c)}
             out.parent.mkdir(parents=True, exist_ok=True)
             with open(out, "a") as f:
                 f.write(json.dumps(r) + "\n")

@@ -6,11 +6,12 @@
         --stage "session 5, CPU: from scratch"
 
 GANs are sampled plainly (one noise per image) unless ``--candidates`` / ``--accept-prob`` say
-otherwise (a snapshot keeps D, which ranks the candidates); diffusion with the checkpoint's sampler
-unless ``--sampler``, ``--steps``, ``--guidance`` say otherwise. One JSON line per checkpoint is
-appended to ``--out`` (default: ``snapshot_eval.jsonl`` beside the first checkpoint); checkpoints
-already there with the same options (same path and size) are skipped, so an interrupted run resumes. ``--history`` as in
-``scripts/p1_eval_snapshots.py`` (``common/history.py``).
+otherwise (D ranks the candidates: a run's final snapshot keeps it, earlier ones do not; ship one
+with ``scripts/ship_checkpoint.py --discriminator RUN/last.pt`` first); diffusion with the
+checkpoint's sampler unless ``--sampler``, ``--steps``, ``--guidance`` say otherwise. One JSON line
+per checkpoint is appended to ``--out`` (default: ``snapshot_eval.jsonl`` beside the first
+checkpoint); checkpoints already there with the same options (same path and size) are skipped, so
+an interrupted run resumes. ``--history`` as in ``scripts/p1_eval_snapshots.py`` (``common/history.py``).
 """
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="Inception features for FID (2048, the standard; fewer only for quick checks)")
     p.add_argument("--candidates", type=int, default=1, help="GANs: noises per image ranked by D (default 1: plain G)")
     p.add_argument("--accept-prob", type=float, default=1.0,
-                   help="GANs with --candidates: keep the first candidate this sure under D (default 1: the most probable)")
+                   help="GANs with --candidates: keep the first candidate this sure under D "
+                        "(default 1: the most probable)")
     p.add_argument("--sampler", default=None, help="diffusion sampler (default: the checkpoint's)")
     p.add_argument("--steps", type=int, default=None, help="diffusion steps (default: the checkpoint's)")
     p.add_argument("--guidance", type=float, default=None, help="diffusion guidance w (default: the checkpoint's)")

@@ -11,7 +11,7 @@ kept unless ``--set`` replaces it. ``--set KEY=VALUE`` takes a dotted key and a 
 word stays a string); ``--config KEY=VALUE`` changes the saved config (e.g. the default sampler; the
 GAN sampling options ``truncation``, ``candidates``, ``accept_prob`` may be added). ``--discriminator
 RUN/last.pt`` keeps that run's D (fp16) instead of SRC's own, which problem-2 GANs use to rank
-``candidates``. SRC's own D (GAN snapshots keep one) ships by default, so that training can go on from
+``candidates``. SRC's own D (a run's final snapshot keeps one) ships by default, so that training can go on from
 the shipped file on a new machine (``--init-from checkpoints/NAME.pt``; a trained G with a fresh D
 does not learn); ``--no-discriminator`` drops it.
 Where the model has a training history (``checkpoints/logs/NAME/history.jsonl``, common/history.py),
