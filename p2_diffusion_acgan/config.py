@@ -93,7 +93,8 @@ def build_discriminator(kind: str, cfg_dict: dict) -> nn.Module:
         return ACGANDiscriminator(num_classes=NUM_CLASSES, channels=ch)
     if kind == "p2_sagan":
         return SAGANDiscriminator(num_classes=NUM_CLASSES, channels=ch, projection=bool(cfg_dict.get("d_projection", False)),
-                                  class_head=float(cfg_dict.get("aux_weight", 0.0)) > 0)
+                                  class_head=float(cfg_dict.get("aux_weight", 0.0)) > 0,
+                                  head_blind=bool(cfg_dict.get("d_head_blind", False)))
     raise UserError(f"not a problem-2 GAN checkpoint kind: {kind!r}")
 
 

@@ -34,6 +34,7 @@ class P2GANConfig(GANConfig):
     g_channels: int = 64
     d_channels: int = 64
     d_projection: bool = False  # sagan: add a projection term to D (Miyato & Koyama 2018)
+    d_head_blind: bool = False  # sagan with aux_weight > 0: D's class head reads the image with the condition zeroed
     g_cond_bn: bool = False  # acgan: class-conditional BatchNorm in G (the label acts at every resolution)
     conditional: bool = True
     num_classes: int = NUM_CLASSES
@@ -79,6 +80,8 @@ def build_gan(cfg: P2GANConfig) -> tuple[nn.Module, nn.Module]:
     """(G, D) for ``cfg.arch`` (the same builders inference uses on a saved config)."""
     if cfg.arch == "acgan" and cfg.d_projection:
         raise UserError("d_projection is a sagan option (the ACGAN D classifies instead)")
+    if cfg.arch == "acgan" and cfg.d_head_blind:
+        raise UserError("d_head_blind is a sagan option (the ACGAN D never sees the condition)")
     if cfg.arch == "sagan" and cfg.g_cond_bn:
         raise UserError("g_cond_bn is an acgan option (the sagan G takes its condition with z)")
     if cfg.arch not in ("acgan", "sagan"):

@@ -298,13 +298,16 @@ class SAGANDiscriminator(nn.Module):
     28 -> 14 -> 7 (self-attention) -> 4 (self-attention) -> 1 logit (no sigmoid: the loss applies it).
     ``projection=True`` adds the projection term of Miyato & Koyama (2018) (a stronger condition);
     ``class_head=True`` adds an ACGAN-style classifier on the pooled features, and forward then returns
-    (logit (B,), class logits (B, num_classes)) for the loop's ``aux_weight`` term.
+    (logit (B,), class logits (B, num_classes)) for the loop's ``aux_weight`` term. ``head_blind=True``
+    computes the class head from a second pass with the condition channel zeroed, so it must read the
+    digit from the image: a head that sees the condition can be satisfied by it (on real images the
+    condition always matches the label), and then it passes G's ambiguous digits.
     """
 
     def __init__(self, num_classes: int = 10, channels: int = 64, img_size: int = 28, projection: bool = False,
-                 class_head: bool = False):
+                 class_head: bool = False, head_blind: bool = False):
         super().__init__()
-        self.num_classes, self.img_size = num_classes, img_size
+        self.num_classes, self.img_size, self.head_blind = num_classes, img_size, head_blind
         c = channels
         self.cond = nn.Sequential(nn.Linear(num_classes, img_size * img_size), nn.LeakyReLU(0.2, True))
         # projection discriminator (Miyato & Koyama 2018): logit += <embed(y), sum-pooled features>
@@ -318,14 +321,19 @@ class SAGANDiscriminator(nn.Module):
         # LayerNorm: the pooled SN features are tiny (|h| ~ 0.02), so a bare head learns its logits slowly; no SN
         self.cls = nn.Sequential(nn.LayerNorm(4 * c), nn.Linear(4 * c, num_classes)) if class_head else None
 
+    def features(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """(B, 4c, 4, 4) features of images x with condition map c (B, 1, img_size, img_size)."""
+        h = self.attn1(self.l2(self.l1(torch.cat([x, c], dim=1))))
+        return self.attn2(self.l3(h))
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         y = as_condition(y, self.num_classes)
         c = self.cond(y).view(-1, 1, self.img_size, self.img_size)
-        h = self.attn1(self.l2(self.l1(torch.cat([x, c], dim=1))))
-        h = self.attn2(self.l3(h))
+        h = self.features(x, c)
         out = self.last(h).flatten()
         if self.proj is not None:
             out = out + (self.proj(y) * h.sum(dim=(2, 3))).sum(dim=1)
         if self.cls is not None:
-            return out, self.cls(h.mean(dim=(2, 3)))
+            hc = self.features(x, torch.zeros_like(c)) if self.head_blind else h
+            return out, self.cls(hc.mean(dim=(2, 3)))
         return out

@@ -155,6 +155,31 @@ def test_sagan_class_head_follows_aux_weight():
         torch.testing.assert_close(adv, D0(x, y))
 
 
+
+def test_sagan_blind_class_head_reads_the_image_only():
+    """d_head_blind: the class head reads a pass with the condition zeroed, so its logits do not change
+    with the condition (the sighted head's do); same weights, same adversarial logit; rebuilt from the
+    saved config; an ACGAN option error."""
+    from p2_diffusion_acgan.config import build_discriminator
+    torch.manual_seed(0)
+    G, D = build_gan(SAGANConfig(g_channels=8, d_channels=8, aux_weight=1.0, d_projection=True))
+    blind = build_discriminator("p2_sagan", {"d_channels": 8, "aux_weight": 1.0, "d_projection": True,
+                                             "d_head_blind": True})
+    blind.load_state_dict(D.state_dict())  # no new parameters: a sighted D's weights load as they are
+    D.eval(), blind.eval()
+    x = G(torch.randn(4, 100), torch.tensor([1, 2, 3, 4])).detach()
+    with torch.no_grad():
+        adv_a, cls_a = blind(x, torch.tensor([1, 2, 3, 4]))
+        adv_b, cls_b = blind(x, torch.tensor([7, 7, 0, 9]))
+        torch.testing.assert_close(cls_a, cls_b)
+        assert (adv_a - adv_b).abs().max() > 1e-6  # the adversarial logit still sees the condition
+        torch.testing.assert_close(adv_a, D(x, torch.tensor([1, 2, 3, 4]))[0])
+        _, seen_a = D(x, torch.tensor([1, 2, 3, 4]))
+        _, seen_b = D(x, torch.tensor([7, 7, 0, 9]))
+        assert (seen_a - seen_b).abs().max() > 1e-6
+    with pytest.raises(UserError, match="d_head_blind is a sagan option"):
+        build_gan(ACGANConfig(d_head_blind=True))
+
 # ----------------------------------------------------------------------------- schedule / samplers
 def test_add_noise_known_values():
     s = NoiseSchedule(1000, "linear")
