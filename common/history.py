@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import textwrap
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -151,7 +152,8 @@ def plot_history(rows: list[dict], out: str | Path, title: str, target: float | 
     colors = plt.get_cmap("tab10")
     for i, s in enumerate(stages):
         rs = [r for r in rows if r["stage"] == s]
-        ax.plot([r["step"] for r in rs], [r["fid"] for r in rs], marker="o", color=colors(i % 10), label=s)
+        ax.plot([r["step"] for r in rs], [r["fid"] for r in rs], marker="o", color=colors(i % 10),
+                label=textwrap.fill(s, 70))  # long stage names would squeeze the axes
         if vals:
             rs = [r for r in rs if second in r]
             axes[1, 0].plot([r["step"] for r in rs], [r[second] * (100 if second == "accuracy" else 1) for r in rs],
