@@ -321,6 +321,9 @@ class SAGANDiscriminator(nn.Module):
         # LayerNorm: the pooled SN features are tiny (|h| ~ 0.02), so a bare head learns its logits slowly; no SN
         self.cls = nn.Sequential(nn.LayerNorm(4 * c), nn.Linear(4 * c, num_classes)) if class_head else None
 
+    def extra_repr(self) -> str:
+        return f"head_blind={self.head_blind}" if self.cls is not None else ""
+
     def features(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """(B, 4c, 4, 4) features of images x with condition map c (B, 1, img_size, img_size)."""
         h = self.attn1(self.l2(self.l1(torch.cat([x, c], dim=1))))

@@ -57,7 +57,7 @@ if [ "${GPU_TINY:-0}" = 1 ]; then
     a_x="$(gan_init p1_A)"; b_x="$(gan_init p1_B)"; b2_x="--d-arch dcgan --loss bce $(gan_init p1_B2)"
     diff_x="$(init_arg p2_diffusion)"
     acgan_x="--aux-fake-weight 0 --snapshot-every 1000 $(gan_init p2_acgan)"
-    sagan_x="--d-projection true --aux-weight 1 --aux-fake-weight 0 --snapshot-every 1000 $(gan_init p2_sagan)"
+    sagan_x="--d-projection true --d-head-blind true --aux-weight 1 --aux-fake-weight 0 --snapshot-every 1000 $(gan_init p2_sagan)"
 else
     steps=1000000; p1x="--sample-every 2000"; p2x="--sample-every 4000"; diffx="--eval-every 2000"; ganx="--eval-every 2000"
     # session 3's recipes: A as the reference DCGAN; B with the SNGAN standard-CNN D (session 2's B lost
@@ -80,7 +80,7 @@ else
     # D's class head learns from real images only (--aux-fake-weight 0), and SAGAN's D gained one
     # (--aux-weight 1): both lifted the classifier accuracy (see the session 5 note)
     acgan_x="--aux-weight 2 --aux-fake-weight 0 --eval-every 1000 --snapshot-every 100000000 $(gan_init p2_acgan)"
-    sagan_x="--batch-size 128 --d-projection true --aux-weight 1 --aux-fake-weight 0 --snapshot-every 100000000 $(gan_init p2_sagan)"
+    sagan_x="--batch-size 128 --d-projection true --d-head-blind true --aux-weight 1 --aux-fake-weight 0 --snapshot-every 100000000 $(gan_init p2_sagan)"
 fi
 a_x=${P1A_ARGS-$a_x}; b_x=${P1B_ARGS-$b_x}; b2_x=${P1B2_ARGS-$b2_x}
 diff_x=${DIFF_ARGS-$diff_x}; acgan_x=${ACGAN_ARGS-$acgan_x}; sagan_x=${SAGAN_ARGS-$sagan_x}
