@@ -150,10 +150,13 @@ def check_gan_options(truncation: float, candidates: int, accept_prob: float) ->
 
 def class_log_prob(D: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """log p(y | x) (B,) under D's class head: the ACGAN D takes x alone, the SAGAN D (x, y)."""
-    out = D(x, y) if isinstance(D, SAGANDiscriminator) else D(x)
-    if not isinstance(out, tuple):
-        raise UserError("this discriminator has no class head (train with --aux-weight > 0) to rank candidates by")
-    return out[1].float().log_softmax(1).gather(1, y[:, None])[:, 0]
+    if isinstance(D, SAGANDiscriminator):
+        if D.cls is None:
+            raise UserError("this discriminator has no class head (train with --aux-weight > 0) to rank candidates by")
+        logits = D.class_logits(x, y)  # a blind head skips the conditional pass
+    else:
+        logits = D(x)[1]  # the ACGAN D always classifies
+    return logits.float().log_softmax(1).gather(1, y[:, None])[:, 0]
 
 
 def pick_candidates(scores: torch.Tensor, accept_prob: float = 1.0) -> torch.Tensor:

@@ -337,6 +337,17 @@ class SAGANDiscriminator(nn.Module):
         if self.proj is not None:
             out = out + (self.proj(y) * h.sum(dim=(2, 3))).sum(dim=1)
         if self.cls is not None:
-            hc = self.features(x, torch.zeros_like(c)) if self.head_blind else h
-            return out, self.cls(hc.mean(dim=(2, 3)))
+            return out, self.cls((self._blind_features(x) if self.head_blind else h).mean(dim=(2, 3)))
         return out
+
+    def _blind_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x, x.new_zeros(len(x), 1, self.img_size, self.img_size))
+
+    def class_logits(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The class head's logits (B, num_classes) alone, for ranking candidates: a blind head
+        needs only its own pass, not the conditional one."""
+        if self.cls is None:
+            raise ValueError("this discriminator has no class head")
+        if self.head_blind:
+            return self.cls(self._blind_features(x).mean(dim=(2, 3)))
+        return self(x, y)[1]

@@ -155,7 +155,6 @@ def test_sagan_class_head_follows_aux_weight():
         torch.testing.assert_close(adv, D0(x, y))
 
 
-
 def test_sagan_blind_class_head_reads_the_image_only():
     """d_head_blind: the class head reads a pass with the condition zeroed, so its logits do not change
     with the condition (the sighted head's do); same weights, same adversarial logit; rebuilt from the
@@ -177,8 +176,12 @@ def test_sagan_blind_class_head_reads_the_image_only():
         _, seen_a = D(x, torch.tensor([1, 2, 3, 4]))
         _, seen_b = D(x, torch.tensor([7, 7, 0, 9]))
         assert (seen_a - seen_b).abs().max() > 1e-6
+        # class_logits (ranking candidates) gives the head's logits without the unused pass
+        torch.testing.assert_close(blind.class_logits(x, torch.tensor([7, 7, 0, 9])), cls_a)
+        torch.testing.assert_close(D.class_logits(x, torch.tensor([7, 7, 0, 9])), seen_b)
     with pytest.raises(UserError, match="d_head_blind is a sagan option"):
         build_gan(ACGANConfig(d_head_blind=True))
+
 
 # ----------------------------------------------------------------------------- schedule / samplers
 def test_add_noise_known_values():
