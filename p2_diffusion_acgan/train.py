@@ -223,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         cfg = dataclasses.replace(cfg, max_steps=min(cfg.max_steps, 2), max_images=cfg.max_images or 256,
                                   batch_size=min(cfg.batch_size, 32), sample_every=0, eval_every=0)
+    if cfg.eval_every:  # the evaluation needs the course classifier: say so now, not at the first eval
+        from common.digit_classifier import load_classifier  # (session 11 lost a GPU call's steps that way)
+        load_classifier()
     if model == "diffusion":
         eval_fn = None
         if cfg.eval_every:

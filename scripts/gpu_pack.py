@@ -136,8 +136,8 @@ def unpack(pack_dir: Path, data: Path, workers: int | None = None) -> str:
         list(ex.map(_decode, jobs, chunksize=256))
     if "train_csv" in z:
         (data / "digits" / "mnistm" / "train.csv").write_bytes(z["train_csv"].tobytes())
-    if "classifier" in z:
-        (pack_dir / "Classifier.pth").write_bytes(z["classifier"].tobytes())
+    if "classifier" in z:  # beside the data, which outlives the calls (a pack may not travel again)
+        (data / "Classifier.pth").write_bytes(z["classifier"].tobytes())
     print(f"unpacked {len(jobs)} {kind} images into {img_dir}")
     return kind
 

@@ -150,7 +150,8 @@ start)
                 --cache-dir "$runs/cache" --eval-every 0 --max-steps "$steps" --no-progress $p1x $x
         done
     else
-        export HW2_CLASSIFIER=$(cd "$carry/digits" && pwd)/Classifier.pth
+        export HW2_CLASSIFIER=$(cd "$data" && pwd)/Classifier.pth  # unpacked beside the data: a later call's
+        # carry/digits is a fresh copy of the pack (session 11's second call lost its jobs at the first eval)
         [ "${GPU_TINY:-0}" = 1 ] && unset HW2_CLASSIFIER
         launch p2_diffusion "$py" -m p2_diffusion_acgan.train --model diffusion --run "$runs/p2_diffusion" \
             --data-root "$data" --max-steps "$steps" $p2x $diffx $diff_x

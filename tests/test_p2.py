@@ -528,6 +528,17 @@ def test_bad_user_input_is_one_line_error(tiny_digits, tmp_path):
         p2inference.main([str(tmp_path / "o"), "--steps", "0"])
 
 
+def test_missing_classifier_stops_training_before_it_starts(tiny_digits, tmp_path, monkeypatch):
+    # with evaluation on, a missing course classifier is a one-line error before step 1, not at the
+    # first evaluation after thousands of unsaved steps
+    monkeypatch.setenv("HW2_CLASSIFIER", str(tmp_path / "gone" / "Classifier.pth"))
+    for model in ("diffusion", "acgan"):
+        with pytest.raises(UserError, match="gone/Classifier.pth"):
+            p2train.main(["--model", model, "--run", str(tmp_path / model), "--data-root", str(tiny_digits),
+                          "--eval-every", "1000", "--threads", "1", "--no-progress"])
+        assert not (tmp_path / model / "last.pt").exists()
+
+
 @needs_shared("evaluators", "Classifier.pth")
 def test_eval_hook_reports_accuracy():
     from p2_diffusion_acgan.evaluate import gan_eval_fn

@@ -43,7 +43,7 @@ def test_pack_roundtrip_keeps_images_close_and_names(tiny_digits, tmp_path):
     assert a.shape == b.shape == (64, 64, 3) and np.abs(a - b).mean() < 8
     src_csv = (tiny_root / "digits" / "mnistm" / "train.csv").read_bytes()
     assert (out / "digits" / "mnistm" / "train.csv").read_bytes() == src_csv
-    assert (tmp_path / "carry" / "digits" / "Classifier.pth").read_bytes() == src_csv
+    assert (out / "Classifier.pth").read_bytes() == src_csv  # beside the data, not in the pack folder
     assert len(list((out / "digits" / "mnistm" / "data").iterdir())) == 40  # train split only
 
 
