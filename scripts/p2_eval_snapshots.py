@@ -8,9 +8,9 @@
 GANs are sampled plainly (one noise per image) unless ``--candidates`` / ``--accept-prob`` say
 otherwise (D ranks the candidates: a run's final snapshot keeps it, earlier ones do not; ship one
 with ``scripts/ship_checkpoint.py --discriminator RUN/last.pt`` first); diffusion with the
-checkpoint's sampler unless ``--sampler``, ``--steps``, ``--guidance`` say otherwise. One JSON line
-per checkpoint is appended to ``--out`` (default: ``snapshot_eval.jsonl`` beside the first
-checkpoint); checkpoints already there with the same options (same path and size) are skipped, so
+checkpoint's sampler unless ``--sampler``, ``--steps``, ``--guidance``, ``--guidance-interval`` say
+otherwise. One JSON line per checkpoint is appended to ``--out`` (default: ``snapshot_eval.jsonl``
+beside the first checkpoint); checkpoints already there with the same options (same path and size) are skipped, so
 an interrupted run resumes. ``--history`` as in ``scripts/p1_eval_snapshots.py`` (``common/history.py``).
 """
 from __future__ import annotations
@@ -48,6 +48,17 @@ def evaluate_checkpoint(ckpt: Path, data_root: str, options: list[str], classifi
     return rec
 
 
+def sampling_options(a: argparse.Namespace) -> list[str]:
+    """hw2_2 (inference) flags for the sampling options given (GANs read the first two only)."""
+    options = ["--candidates", str(a.candidates), "--accept-prob", str(a.accept_prob)]
+    for flag, v in (("--sampler", a.sampler), ("--steps", a.steps), ("--guidance", a.guidance)):
+        if v is not None:
+            options += [flag, str(v)]
+    if a.guidance_interval is not None:
+        options += ["--guidance-interval", *map(str, a.guidance_interval)]
+    return options
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python scripts/p2_eval_snapshots.py", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoints", nargs="+")
@@ -63,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sampler", default=None, help="diffusion sampler (default: the checkpoint's)")
     p.add_argument("--steps", type=int, default=None, help="diffusion steps (default: the checkpoint's)")
     p.add_argument("--guidance", type=float, default=None, help="diffusion guidance w (default: the checkpoint's)")
+    p.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="diffusion: guide only at timesteps LO..HI (default: the checkpoint's)")
     add_history_args(p)
     a = p.parse_args(argv)
     apply_history_args(a)
@@ -70,10 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not val.is_dir():
         raise UserError(f"mnistm data not found: {val} (run: bash hw2_download.sh)")
     out = Path(a.out) if a.out else Path(a.checkpoints[0]).parent / "snapshot_eval.jsonl"
-    options = ["--candidates", str(a.candidates), "--accept-prob", str(a.accept_prob)]  # hw2_2: GANs only
-    for flag, v in (("--sampler", a.sampler), ("--steps", a.steps), ("--guidance", a.guidance)):
-        if v is not None:
-            options += [flag, str(v)]
+    options = sampling_options(a)
 
     def evaluate(c: Path) -> dict:
         return evaluate_checkpoint(c, a.data_root, options, a.classifier, a.fid_dims)
