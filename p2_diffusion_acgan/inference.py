@@ -123,20 +123,28 @@ class Generator:
                           steps or c.sample_steps, generators, callback=callback,
                           guidance_interval=tuple(guidance_interval or c.guidance_interval)).cpu()
         psi, k, accept = self.gan_options(truncation, candidates, accept_prob)
+        xs, scores = self.draw_candidates(y, generators, k, psi)
+        if k == 1:
+            return xs[0].cpu()
+        idx = pick_candidates(scores, accept)
+        return xs[idx, torch.arange(len(y), device=self.device)].cpu()
+
+    @torch.no_grad()
+    def draw_candidates(self, y: torch.Tensor, generators: list[torch.Generator], k: int,
+                        truncation: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """GANs: K images per label (K, B, 3, 28, 28) on the device, candidate 0 being the plain one,
+        and their class log-probabilities under D's class head (K, B) (None for K = 1)."""
         if k > 1 and self.critic is None:
             raise UserError(f"candidates {k} needs the discriminator, and this checkpoint keeps none "
                             "(ship it with scripts/ship_checkpoint.py --discriminator RUN/last.pt)")
         yd = y.to(self.device)
         xs, scores = [], []
         for _ in range(k):  # each call draws the next z_dim numbers from every image's generator
-            z = randn((len(y), self.net.z_dim), generators, self.device) * psi
+            z = randn((len(y), self.net.z_dim), generators, self.device) * truncation
             xs.append(self.net(z, yd).float().clamp(-1, 1))
             if k > 1:
                 scores.append(class_log_prob(self.critic, xs[-1], yd))
-        if k == 1:
-            return xs[0].cpu()
-        idx = pick_candidates(torch.stack(scores), accept)
-        return torch.stack(xs)[idx, torch.arange(len(y), device=self.device)].cpu()
+        return torch.stack(xs), (torch.stack(scores) if k > 1 else None)
 
 
 def check_gan_options(truncation: float, candidates: int, accept_prob: float) -> None:

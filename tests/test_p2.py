@@ -564,3 +564,34 @@ def test_init_from_starts_a_new_run_from_shipped_weights(tiny_digits, tmp_path):
                              "--init-from", str(tmp_path / "a" / "model.pt")])
     with pytest.raises(UserError, match="not a diffusion model"):
         p2train.main(base + ["--run", str(tmp_path / "d"), "--max-steps", "1", "--init-from", str(tmp_path / "a" / "last.pt")])
+
+
+def test_accept_sweep_scores_the_images_hw2_2_would_write(tiny_digits, tmp_path):
+    sys.path.insert(0, str(REPO / "scripts"))
+    import p2_accept_sweep
+    import ship_checkpoint
+    from p2_diffusion_acgan.evaluate import classifier_accuracy
+    run = tmp_path / "acgan"
+    _run_train(["--model", "acgan", "--run", str(run), "--data-root", str(tiny_digits), "--batch-size", "8",
+                "--g-channels", "8", "--d-channels", "8", "--max-steps", "2", "--sample-every", "0", "--threads", "1"])
+    ship_checkpoint.ship(run / "model.pt", "p2_acgan", tmp_path / "ck", [], [], "", run / "last.pt")
+    ck = tmp_path / "ck" / "p2_acgan.pt"
+
+    class Hash(torch.nn.Module):  # "classifies" by a hash of the pixels: every changed pick moves the accuracy
+        def forward(self, x):
+            return torch.nn.functional.one_hot((x.flatten(1).sum(1) * 1000).long() % 10, 10).float()
+    clf = Hash()
+    gen = Generator(load_checkpoint(ck))
+    probs = [0.1, 1.0]
+    rows = p2_accept_sweep.sweep(ck, 3, probs, classifier=clf)
+    assert [r["accept_prob"] for r in rows] == probs
+    for r, p in zip(rows, probs):
+        x, y, _ = p2inference.generate_all(gen, 0, 250, candidates=3, accept_prob=p, progress=False)
+        assert r["accuracy"] == classifier_accuracy(x, y, clf)["accuracy"]
+        assert 0 <= r["mean_index"] <= 2
+    assert rows[0]["accuracy"] != rows[1]["accuracy"]  # else the check above could not tell picks apart
+    assert rows[1]["mean_index"] > rows[0]["mean_index"]  # the most probable lies further in than a low bar
+    with pytest.raises(UserError, match="accept-prob"):
+        p2_accept_sweep.main([str(ck), "--accept-probs", "0"])
+    with pytest.raises(UserError, match="nope.pt"):
+        p2_accept_sweep.main([str(tmp_path / "nope.pt")])
