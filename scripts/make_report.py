@@ -327,7 +327,8 @@ def section_p2(ctx: Ctx) -> str:
         lines += ["### Training history (every evaluated snapshot, all sessions)", "",
                   "Accuracy and FID of `hw2_2.sh`'s 1000 digits from each evaluated snapshot "
                   "(`scripts/p2_eval_snapshots.py --history`; GANs sampled plainly, one noise per image, as most "
-                  "snapshots keep no D to rank candidates with (only a run's final one does))"
+                  "snapshots keep no D to rank candidates with (only a run's final one does); diffusion with the "
+                  "sampler its stage names)"
                   + (f"; dashed: the FID target, 1.5 x the real-data FID "
                   f"({target:.1f})" if target else "") + ".", "", *hist]
     lines += ["### Samples", ""]
