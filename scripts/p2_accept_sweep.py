@@ -51,7 +51,7 @@ def sweep(checkpoint: str | Path, k: int, probs: Sequence[float], seed: int = 0,
     X, S = torch.cat(xs, 1), torch.cat(scores, 1)
     rows = []
     for p in probs:
-        idx = pick_candidates(S, p) if k > 1 else torch.zeros(len(y), dtype=torch.long)
+        idx = pick_candidates(S, p)  # K = 1: the zero scores pick candidate 0, the plain G
         images = X[idx, torch.arange(len(y))]
         r = classifier_accuracy(images, y, classifier)
         row = {"checkpoint": str(checkpoint), "candidates": k, "accept_prob": p, "accuracy": r["accuracy"],

@@ -10,8 +10,8 @@ otherwise (D ranks the candidates: a run's final snapshot keeps it, earlier ones
 with ``scripts/ship_checkpoint.py --discriminator RUN/last.pt`` first); diffusion with the
 checkpoint's sampler unless ``--sampler``, ``--steps``, ``--guidance``, ``--guidance-interval`` say
 otherwise. One JSON line per checkpoint is appended to ``--out`` (default: ``snapshot_eval.jsonl``
-beside the first checkpoint); checkpoints already there with the same options (same path and size) are skipped, so
-an interrupted run resumes. ``--history`` as in ``scripts/p1_eval_snapshots.py`` (``common/history.py``).
+beside the first checkpoint); checkpoints already there with the same options (same path and size)
+are skipped, so an interrupted run resumes. ``--history`` as in ``scripts/p1_eval_snapshots.py`` (``common/history.py``).
 """
 from __future__ import annotations
 
