@@ -20,6 +20,7 @@ import json
 import math
 import re
 import textwrap
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -103,10 +104,12 @@ def add_to_history(path: str | Path, records: Iterable[dict], stage: str, step_o
     if step_offset < 0:
         raise UserError(f"--step-offset must be >= 0, got {step_offset}")
     path = Path(path)
+    added = datetime.now(timezone.utc).isoformat(timespec="seconds")
     new = []
     for r in records:
         run_step = checkpoint_step(r["checkpoint"])
-        row = {"step": run_step + step_offset, "stage": stage, "checkpoint": r["checkpoint"], "run_step": run_step}
+        row = {"step": run_step + step_offset, "stage": stage, "checkpoint": r["checkpoint"], "run_step": run_step,
+               "added": added}
         row.update({k: r[k] for k in metrics if k in r})
         new.append(row)
     before = read_history(path)
@@ -117,6 +120,19 @@ def add_to_history(path: str | Path, records: Iterable[dict], stage: str, step_o
     keep = {r["checkpoint"] for r in new}
     _write(path, [r for r in before if r["checkpoint"] not in keep] + new)
     return new
+
+
+def stages_in_order(rows: list[dict]) -> list[str]:
+    """The stages in the order they were trained: by when their rows were first added (rows older than
+    the ``added`` field count as earliest), then by first step. Steps alone would misplace a branch:
+    a stage that went on from an earlier snapshot than the one before it (a new machine restarting
+    from the shipped file) would sort before that stage and take its gain."""
+    first: dict[str, tuple[str, int]] = {}
+    for r in rows:
+        key = (r.get("added", ""), r["step"])
+        if r["stage"] not in first or key < first[r["stage"]]:
+            first[r["stage"]] = key
+    return sorted(first, key=first.get)
 
 
 def mark_shipped(path: str | Path, checkpoint: str | Path) -> dict:
@@ -148,7 +164,7 @@ def plot_history(rows: list[dict], out: str | Path, title: str, target: float | 
     fig, axes = plt.subplots(2 if vals else 1, 1, figsize=(11, 6 if vals else 4.2), sharex=True, squeeze=False,
                              gridspec_kw={"height_ratios": [3, 1.3] if vals else [1]})
     ax = axes[0, 0]
-    stages = list(dict.fromkeys(r["stage"] for r in rows))
+    stages = stages_in_order(rows)
     colors = plt.get_cmap("tab10")
     for i, s in enumerate(stages):
         rs = [r for r in rows if r["stage"] == s]
@@ -178,10 +194,11 @@ def plot_history(rows: list[dict], out: str | Path, title: str, target: float | 
 
 
 def stage_summary(rows: list[dict]) -> list[dict]:
-    """Per stage, in order: {"stage", "from", "to" (lineage steps), "n", "best_fid", "gain"}; ``gain`` =
-    how far the stage brought the best FID so far down (0 when it did not)."""
+    """Per stage, in the order trained (``stages_in_order``): {"stage", "from", "to" (lineage steps), "n",
+    "best_fid", "gain"}; ``gain`` = how far the stage brought the best FID of the stages before it down
+    (0 when it did not)."""
     out, best = [], math.inf
-    for s in dict.fromkeys(r["stage"] for r in rows):
+    for s in stages_in_order(rows):
         rs = [r for r in rows if r["stage"] == s and "fid" in r]
         if not rs:
             continue

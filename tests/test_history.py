@@ -11,7 +11,7 @@ from PIL import Image
 
 from common.errors import UserError
 from common.history import (add_to_history, checkpoint_step, evaluate_snapshots, mark_shipped, plot_history,
-                            read_history)
+                            read_history, stage_summary)
 from common.training import read_jsonl
 from tests.conftest import REPO
 
@@ -65,6 +65,21 @@ def test_history_counts_steps_across_stages_and_marks_the_shipped_one(tmp_path):
         add_to_history(h, cpu, "", 0, ("fid",))
     with pytest.raises(UserError, match="step-offset"):
         add_to_history(h, cpu, "x", -1, ("fid",))
+
+
+def test_stage_gains_follow_the_order_stages_were_trained_in(tmp_path):
+    """A branch trained later from an earlier snapshot (lower steps) is judged after the stages before it."""
+    h = tmp_path / "history.jsonl"
+    add_to_history(h, [{"checkpoint": "g/step_0001000.pt", "fid": 30.0}], "GPU", 0, ("fid",))
+    assert read_history(h)[0]["added"]  # when the row was added: the stage order comes from it
+    rows = [{"step": 1000, "stage": "GPU", "fid": 30.0, "checkpoint": "a"},  # rows from before 'added'
+            {"step": 1500, "stage": "CPU lr 1e-5", "fid": 29.7, "checkpoint": "b"},
+            {"step": 1250, "stage": "CPU, new machine, from the shipped G", "fid": 29.5, "checkpoint": "c",
+             "added": "2026-11-27T10:00:00+00:00"},
+            {"step": 1400, "stage": "later still", "fid": 29.6, "checkpoint": "d", "added": "2026-11-28T10:00:00+00:00"}]
+    got = [(st["stage"], round(st["gain"], 2)) for st in stage_summary(sorted(rows, key=lambda r: r["step"]))]
+    assert got == [("GPU", 0.0), ("CPU lr 1e-5", 0.3), ("CPU, new machine, from the shipped G", 0.2),
+                   ("later still", 0.0)]
 
 
 def test_checkpoint_step_from_name_or_file(tmp_path):
