@@ -113,10 +113,17 @@ def add_to_history(path: str | Path, records: Iterable[dict], stage: str, step_o
         row.update({k: r[k] for k in metrics if k in r})
         new.append(row)
     before = read_history(path)
-    shipped = {r["checkpoint"] for r in before if r.get("shipped")}
-    for r in new:  # a re-evaluated shipped snapshot stays marked
-        if r["checkpoint"] in shipped:
+    prev = {r["checkpoint"]: r for r in before}
+    for r in new:  # a re-evaluated snapshot keeps its shipped mark and its place in the order of stages
+        old = prev.get(r["checkpoint"])
+        if old is None:
+            continue
+        if old.get("shipped"):
             r["shipped"] = True
+        if "added" in old:
+            r["added"] = old["added"]
+        else:
+            del r["added"]
     keep = {r["checkpoint"] for r in new}
     _write(path, [r for r in before if r["checkpoint"] not in keep] + new)
     return new

@@ -72,6 +72,10 @@ def test_stage_gains_follow_the_order_stages_were_trained_in(tmp_path):
     h = tmp_path / "history.jsonl"
     add_to_history(h, [{"checkpoint": "g/step_0001000.pt", "fid": 30.0}], "GPU", 0, ("fid",))
     assert read_history(h)[0]["added"]  # when the row was added: the stage order comes from it
+    old = {"step": 500, "stage": "before 'added'", "checkpoint": "o/step_0000500.pt", "run_step": 500, "fid": 40.0}
+    h.write_text(h.read_text() + json.dumps(old) + "\n")
+    add_to_history(h, [{"checkpoint": "o/step_0000500.pt", "fid": 39.0}], "before 'added'", 0, ("fid",))
+    assert [r.get("added") for r in read_history(h)][0] is None  # re-evaluated: keeps its (earliest) place
     rows = [{"step": 1000, "stage": "GPU", "fid": 30.0, "checkpoint": "a"},  # rows from before 'added'
             {"step": 1500, "stage": "CPU lr 1e-5", "fid": 29.7, "checkpoint": "b"},
             {"step": 1250, "stage": "CPU, new machine, from the shipped G", "fid": 29.5, "checkpoint": "c",
