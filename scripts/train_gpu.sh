@@ -23,7 +23,8 @@
 # Every job runs `setsid nohup` with its own log and stops by SIGTERM at one shared deadline
 # (runs/gpu/end_at, set by the first `start`: now + GPU_TRAIN_SECONDS, default 480), which saves its
 # last.pt and model.pt / final snapshot as on the CPU. `status` prints the logs' tails and nvidia-smi.
-# Each job's extra arguments can be replaced: P1A_ARGS, P1B_ARGS, P1B2_ARGS, DIFF_ARGS, ACGAN_ARGS, SAGAN_ARGS.
+# Each job's extra arguments can be replaced: P1A_ARGS, P1B_ARGS, P1B2_ARGS, DIFF_ARGS, ACGAN_ARGS, SAGAN_ARGS;
+# FACE_METHODS picks the face jobs (default "A B B2"; e.g. FACE_METHODS=B gives a short lease's GPU to B alone).
 # GPU_TINY=1 runs the same jobs with tiny settings (the test runs it on the CPU); GPU_RUNS, GPU_DATA,
 # GPU_CARRY, GPU_PACK_LIMIT and FACE_PARTS move its folders / shrink or split the packs.
 set -euo pipefail
@@ -108,6 +109,7 @@ watchdog() {  # SIGTERM every job once the deadline in $runs/end_at has passed (
 
 unpack() {  # unpack carry/NAME... into $data, each once (the data folder outlives the calls; packs may not)
     local name
+    mkdir -p "$data"  # the markers live there, also when an init pack comes before any data pack
     for name in "$@"; do
         [ -f "$data/.unpacked_$name" ] && continue
         [ -d "$carry/$name" ] || { echo "no pack $carry/$name (carry it in this call)" >&2; exit 2; }
@@ -144,8 +146,8 @@ start)
     unpack $(cd "$carry" && ls -d ${kind}* 2>/dev/null)
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || true
     if [ "$kind" = faces ]; then
-        for m in A B B2; do
-            case $m in A) x=$a_x;; B) x=$b_x;; B2) x=$b2_x;; esac
+        for m in ${FACE_METHODS:-A B B2}; do
+            case $m in A) x=$a_x;; B) x=$b_x;; B2) x=$b2_x;; *) echo "unknown face method $m in FACE_METHODS (A, B, B2)" >&2; exit 2;; esac
             launch "p1_$m" "$py" -m p1_gan.train --method "${m:0:1}" --data "$data/face" --run-dir "$runs/p1_$m" \
                 --cache-dir "$runs/cache" --eval-every 0 --max-steps "$steps" --no-progress $p1x $x
         done

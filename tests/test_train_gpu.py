@@ -164,3 +164,27 @@ def test_pack_init_leaves_out_runs_whose_d_is_at_chance(tmp_path, capsys):
     assert (packs[0] / "p1_A.pt").stat().st_size == 1000
     assert "p1_B2: left out, its D is at chance" in capsys.readouterr().out
     assert gpu_pack.d_gap(runs / "p1_B2" / "metrics.jsonl") == pytest.approx(0.01)
+
+
+def test_face_methods_picks_the_face_jobs_and_init_pack_may_come_first(tmp_path):
+    """A short lease: the init pack is unpacked before any data (into a data folder that does not
+    exist yet), and FACE_METHODS=B gives the GPU to B alone; an unknown method is named."""
+    face = make_face_folder(tmp_path / "src" / "face" / "train", 32, ext=".jpg")
+    gpu_pack.pack("faces", face.parents[1], tmp_path / "carry" / "faces_0", workers=1)
+    (tmp_path / "carry" / "init_0").mkdir()
+    (tmp_path / "carry" / "init_0" / "p1_B.pt").write_bytes(b"weights")
+    env = {**os.environ, "GPU_TINY": "1", "GPU_RUNS": str(tmp_path / "runs"),
+           "GPU_DATA": str(tmp_path / "not_yet" / "gd"), "GPU_CARRY": str(tmp_path / "carry"),
+           "GPU_TRAIN_SECONDS": "300", "GPU_GRACE_SECONDS": "5", "PYTHON": sys.executable,
+           "OMP_NUM_THREADS": "1", "FACE_METHODS": "B", "P1B_ARGS": ""}  # no --init-from the dummy file
+    sh = ["bash", str(REPO / "scripts" / "train_gpu.sh")]
+    for args in (["unpack", "init_0"], ["start", "faces"], ["collect", str(tmp_path / "out")]):
+        r = subprocess.run(sh + args, env=env, capture_output=True, text=True, errors="replace", timeout=600)
+        assert r.returncode == 0, (args, r.stdout[-2000:], r.stderr[-2000:])
+    assert (tmp_path / "runs" / "init" / "p1_B.pt").read_bytes() == b"weights"
+    assert [line.split()[1] for line in (tmp_path / "runs" / "pids").read_text().splitlines()] == ["p1_B"]
+    assert sorted(p.name for p in (tmp_path / "runs").glob("*.log")) == ["p1_B.log", "watchdog.log"]
+    assert sorted(p.name for p in (tmp_path / "runs" / "p1_B" / "snapshots").glob("*.pt"))[-1] == "step_0000004.pt"
+    r = subprocess.run(sh + ["start", "faces"], env={**env, "GPU_RUNS": str(tmp_path / "runs2"), "FACE_METHODS": "A C"},
+                       capture_output=True, text=True, errors="replace", timeout=600)
+    assert r.returncode == 2 and "unknown face method C in FACE_METHODS" in r.stderr
