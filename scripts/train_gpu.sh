@@ -66,14 +66,16 @@ else
     # from the shipped weights at batch 256
     # Every GAN goes on from its last weights (gan_init) in a fresh run folder. The final snapshot of
     # every run keeps D as well, so the next session can carry it back (carry/init*/NAME.pt ->
-    # $runs/init/, see `unpack`). Only A falls back to a shipped G with a fresh D: session 4 measured
+    # $runs/init/, see `unpack`). B falls back to its shipped file, which keeps D since session 15; A to
+    # its shipped G with a fresh D (its file has none). The p2 GANs' shipped files keep D too (session 11
+    # passed them in ACGAN_ARGS / SAGAN_ARGS). No trained G of B, B2 or ACGAN gets a fresh D: session 4 measured
     # that a fresh D never catches up with the trained G of B, B2 or ACGAN (D stayed at chance,
     # d_real - d_fake ~ 0, for 14-35k steps: FID B2 31.5 -> 57, B 33.2 -> 316, ACGAN 82 -> 136 while
     # its aux classifier still pushed accuracy 98.0 -> 99.4 %); A's D (no DiffAugment) did.
     # A: EMA (raw A snapshots swing 33-44 FID) and, since session 6, lr 5e-5 for G and D: on the CPU
     # that took the EMA run from FID 32.6 to 30.61 in 1,000 steps, where lr 2e-4 had stalled at 32.4-33.0
     a_x="--snapshot-every 4000 --ema-decay 0.999 --lr-g 5e-5 --lr-d 5e-5 $(gan_init p1_A checkpoints/p1_methodA.pt)"
-    b_x="--snapshot-every 4000 $(gan_init p1_B)"  # B's defaults include --d-extra true
+    b_x="--snapshot-every 4000 $(gan_init p1_B checkpoints/p1_methodB.pt)"  # B's defaults include --d-extra true
     b2_x="--d-arch dcgan --loss bce --lr-d 2e-4 --batch-size 128 --diffaug translation --snapshot-every 6000 $(gan_init p1_B2)"
     diff_x="--batch-size 256 --warmup-steps 200"
     diff_x="$diff_x $(init_arg p2_diffusion checkpoints/p2_diffusion.pt)"
