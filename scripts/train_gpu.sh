@@ -143,13 +143,16 @@ unpack)
 start)
     kind=${2:?usage: train_gpu.sh start faces|digits}
     [ "$kind" = faces ] || [ "$kind" = digits ] || { echo "unknown kind $kind (faces or digits)" >&2; exit 2; }
+    for m in ${FACE_METHODS:-A B B2}; do  # checked before anything is launched
+        case $m in A|B|B2) ;; *) echo "unknown face method $m in FACE_METHODS (A, B, B2)" >&2; exit 2;; esac
+    done
     [ -f "$runs/end_at" ] || echo $(( $(date +%s) + ${GPU_TRAIN_SECONDS:-480} )) >"$runs/end_at"
     touch "$runs/pids"
     unpack $(cd "$carry" && ls -d ${kind}* 2>/dev/null)
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || true
     if [ "$kind" = faces ]; then
         for m in ${FACE_METHODS:-A B B2}; do
-            case $m in A) x=$a_x;; B) x=$b_x;; B2) x=$b2_x;; *) echo "unknown face method $m in FACE_METHODS (A, B, B2)" >&2; exit 2;; esac
+            case $m in A) x=$a_x;; B) x=$b_x;; B2) x=$b2_x;; esac
             launch "p1_$m" "$py" -m p1_gan.train --method "${m:0:1}" --data "$data/face" --run-dir "$runs/p1_$m" \
                 --cache-dir "$runs/cache" --eval-every 0 --max-steps "$steps" --no-progress $p1x $x
         done

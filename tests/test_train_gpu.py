@@ -188,3 +188,4 @@ def test_face_methods_picks_the_face_jobs_and_init_pack_may_come_first(tmp_path)
     r = subprocess.run(sh + ["start", "faces"], env={**env, "GPU_RUNS": str(tmp_path / "runs2"), "FACE_METHODS": "A C"},
                        capture_output=True, text=True, errors="replace", timeout=600)
     assert r.returncode == 2 and "unknown face method C in FACE_METHODS" in r.stderr
+    assert not (tmp_path / "runs2" / "p1_A.log").exists()  # refused before A was launched
