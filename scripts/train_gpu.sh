@@ -3,12 +3,14 @@
 # (each call: at most 10 minutes and 64 MiB of working tree, the ~34 MB tracked tree included;
 # the machine goes back after 30 s idle).
 #
-#   here:     bash scripts/train_gpu.sh pack              # carry/faces_0, faces_1 (~24 MB each), carry/digits (~26 MB)
+#   here:     bash scripts/train_gpu.sh pack              # carry/faces_0, faces_1 (~24 MB each), carry/digits_0..2
+#                                                         # (lossless, ~20 MiB each; FACE_PARTS / DIGIT_PARTS split further)
 #   here:     python scripts/gpu_pack.py pack-init runs/gpu_sN --out carry   # the last run's weights to go on
 #             from -> carry/init_K (<= 29 MiB each; see "after the run" below); skip on a first run
 #   call 0:   bash scripts/train_gpu.sh unpack init_0     # carry: carry/init_0 (one call per init pack,
 #             BEFORE any start: the jobs pick their init file up when they are launched)
-#   call 1:   bash scripts/train_gpu.sh start digits      # carry: carry/digits  -> p2 diffusion, ACGAN, SAGAN, detached
+#   call 1:   bash scripts/train_gpu.sh start digits      # carry: carry/digits_* (earlier calls may unpack
+#                                                         # some parts) -> p2 diffusion, ACGAN, SAGAN, detached
 #   call 2:   bash scripts/train_gpu.sh unpack faces_0    # carry: carry/faces_0 (decoded into the GPU's data folder)
 #   call 3:   bash scripts/train_gpu.sh start faces       # carry: carry/faces_1 -> p1 A, B, B2, detached
 #   call 4:   bash scripts/train_gpu.sh collect "$OUT"    # waits for the deadline, bundles weights + logs
@@ -25,8 +27,9 @@
 # last.pt and model.pt / final snapshot as on the CPU. `status` prints the logs' tails and nvidia-smi.
 # Each job's extra arguments can be replaced: P1A_ARGS, P1B_ARGS, P1B2_ARGS, DIFF_ARGS, ACGAN_ARGS, SAGAN_ARGS;
 # FACE_METHODS picks the face jobs (default "A B B2"; e.g. FACE_METHODS=B gives a short lease's GPU to B alone).
+# DIGIT_MODELS likewise picks the digit jobs (default "diffusion acgan sagan").
 # GPU_TINY=1 runs the same jobs with tiny settings (the test runs it on the CPU); GPU_RUNS, GPU_DATA,
-# GPU_CARRY, GPU_PACK_LIMIT and FACE_PARTS move its folders / shrink or split the packs.
+# GPU_CARRY, GPU_PACK_LIMIT, FACE_PARTS and DIGIT_PARTS move its folders / shrink or split the packs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 py=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
@@ -133,8 +136,11 @@ pack)
     for ((i = 0; i < parts; i++)); do
         "$py" scripts/gpu_pack.py pack faces --data "${2:-hw2_data}" --out "$carry/faces_$i" --part "$i/$parts" $limit_arg
     done
-    "$py" scripts/gpu_pack.py pack digits --data "${2:-hw2_data}" --out "$carry/digits" $limit_arg \
-        --classifier "${HW2_CLASSIFIER:-../shared/evaluators/Classifier.pth}"
+    parts=${DIGIT_PARTS:-3}  # lossless since session 16: ~60 MiB in all
+    for ((i = 0; i < parts; i++)); do
+        "$py" scripts/gpu_pack.py pack digits --data "${2:-hw2_data}" --out "$carry/digits_$i" --part "$i/$parts" \
+            $limit_arg --classifier "${HW2_CLASSIFIER:-../shared/evaluators/Classifier.pth}"
+    done
     ;;
 unpack)
     shift
@@ -145,6 +151,9 @@ start)
     [ "$kind" = faces ] || [ "$kind" = digits ] || { echo "unknown kind $kind (faces or digits)" >&2; exit 2; }
     for m in ${FACE_METHODS:-A B B2}; do  # checked before anything is launched
         case $m in A|B|B2) ;; *) echo "unknown face method $m in FACE_METHODS (A, B, B2)" >&2; exit 2;; esac
+    done
+    for m in ${DIGIT_MODELS:-diffusion acgan sagan}; do
+        case $m in diffusion|acgan|sagan) ;; *) echo "unknown digit model $m in DIGIT_MODELS (diffusion, acgan, sagan)" >&2; exit 2;; esac
     done
     [ -f "$runs/end_at" ] || echo $(( $(date +%s) + ${GPU_TRAIN_SECONDS:-480} )) >"$runs/end_at"
     touch "$runs/pids"
@@ -160,12 +169,11 @@ start)
         export HW2_CLASSIFIER=$(cd "$data" && pwd)/Classifier.pth  # unpacked beside the data: a later call's
         # carry/digits is a fresh copy of the pack (session 11's second call lost its jobs at the first eval)
         [ "${GPU_TINY:-0}" = 1 ] && unset HW2_CLASSIFIER
-        launch p2_diffusion "$py" -m p2_diffusion_acgan.train --model diffusion --run "$runs/p2_diffusion" \
-            --data-root "$data" --max-steps "$steps" $p2x $diffx $diff_x
-        launch p2_acgan "$py" -m p2_diffusion_acgan.train --model acgan --run "$runs/p2_acgan" \
-            --data-root "$data" --max-steps "$steps" $p2x $ganx $acgan_x
-        launch p2_sagan "$py" -m p2_diffusion_acgan.train --model sagan --run "$runs/p2_sagan" \
-            --data-root "$data" --max-steps "$steps" $p2x $ganx $sagan_x
+        for m in ${DIGIT_MODELS:-diffusion acgan sagan}; do
+            case $m in diffusion) x="$diffx $diff_x";; acgan) x="$ganx $acgan_x";; sagan) x="$ganx $sagan_x";; esac
+            launch "p2_$m" "$py" -m p2_diffusion_acgan.train --model "$m" --run "$runs/p2_$m" \
+                --data-root "$data" --max-steps "$steps" $p2x $x
+        done
     fi
     watchdog
     echo "deadline in $(( $(cat "$runs/end_at") - $(date +%s) )) s; $(alive) jobs alive"

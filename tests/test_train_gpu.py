@@ -29,13 +29,16 @@ def test_pack_roundtrip_keeps_images_close_and_names(tiny_digits, tmp_path):
         Image.fromarray(img).save(p)
     for i in range(2):  # two halves, as they travel beside the tracked tree
         gpu_pack.pack("faces", tiny_root, tmp_path / "carry" / f"faces_{i}", workers=1, part=(i, 2))
-    gpu_pack.pack("digits", tiny_root, tmp_path / "carry" / "digits", workers=1,
-                  classifier=tiny_root / "digits" / "mnistm" / "train.csv")  # any file travels byte-exact
+    for i in range(2):  # digits travel lossless (WebP q90 cost real images 7.7 FID points), in parts too
+        gpu_pack.pack("digits", tiny_root, tmp_path / "carry" / f"digits_{i}", workers=1, part=(i, 2),
+                      classifier=tiny_root / "digits" / "mnistm" / "train.csv")  # any file travels byte-exact
     out = tmp_path / "gpu_data"
     assert gpu_pack.unpack(tmp_path / "carry" / "faces_0", out, workers=1) == "faces"
     assert len(list((out / "face" / "train").iterdir())) == 3
     assert gpu_pack.unpack(tmp_path / "carry" / "faces_1", out, workers=1) == "faces"
-    assert gpu_pack.unpack(tmp_path / "carry" / "digits", out, workers=1) == "digits"
+    assert gpu_pack.unpack(tmp_path / "carry" / "digits_0", out, workers=1) == "digits"
+    assert len(list((out / "digits" / "mnistm" / "data").iterdir())) == 20
+    assert gpu_pack.unpack(tmp_path / "carry" / "digits_1", out, workers=1) == "digits"
     got = sorted((out / "face" / "train").iterdir())
     assert [p.stem for p in got] == [p.stem for p in sorted(face.iterdir())]
     a = np.asarray(Image.open(got[0]), np.float32)
@@ -44,7 +47,15 @@ def test_pack_roundtrip_keeps_images_close_and_names(tiny_digits, tmp_path):
     src_csv = (tiny_root / "digits" / "mnistm" / "train.csv").read_bytes()
     assert (out / "digits" / "mnistm" / "train.csv").read_bytes() == src_csv
     assert (out / "Classifier.pth").read_bytes() == src_csv  # beside the data, not in the pack folder
-    assert len(list((out / "digits" / "mnistm" / "data").iterdir())) == 40  # train split only
+    got = sorted((out / "digits" / "mnistm" / "data").iterdir())
+    assert len(got) == 40  # train split only
+    for p in got:  # pixel for pixel
+        src = np.asarray(Image.open(tiny_root / "digits" / "mnistm" / "data" / p.name).convert("RGB"))
+        assert np.array_equal(np.asarray(Image.open(p)), src), p.name
+    with pytest.raises(gpu_pack.UserError, match="--quality must be 0"):
+        gpu_pack.pack("digits", tiny_root, tmp_path / "bad", quality=101)
+    with pytest.raises(gpu_pack.UserError, match="parts are numbered 0..1"):
+        gpu_pack.pack("digits", tiny_root, tmp_path / "bad", part=(2, 2))
 
 
 def test_bundle_respects_file_and_size_limits(tmp_path):
@@ -189,3 +200,28 @@ def test_face_methods_picks_the_face_jobs_and_init_pack_may_come_first(tmp_path)
                        capture_output=True, text=True, errors="replace", timeout=600)
     assert r.returncode == 2 and "unknown face method C in FACE_METHODS" in r.stderr
     assert not (tmp_path / "runs2" / "p1_A.log").exists()  # refused before A was launched
+
+
+def test_digit_models_picks_the_digit_jobs(tiny_digits, tmp_path):
+    """DIGIT_MODELS=diffusion gives the digit share of a lease to the diffusion model alone; the
+    parts of a split digits pack may be unpacked in earlier calls; an unknown model is named."""
+    for i in range(2):
+        gpu_pack.pack("digits", tiny_digits, tmp_path / "carry" / f"digits_{i}", workers=1, part=(i, 2))
+    env = {**os.environ, "GPU_TINY": "1", "GPU_RUNS": str(tmp_path / "runs"), "GPU_DATA": str(tmp_path / "gd"),
+           "GPU_CARRY": str(tmp_path / "carry"), "GPU_TRAIN_SECONDS": "300", "GPU_GRACE_SECONDS": "5",
+           "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "DIGIT_MODELS": "diffusion"}
+    sh = ["bash", str(REPO / "scripts" / "train_gpu.sh")]
+    r = subprocess.run(sh + ["start", "digits"], env={**env, "GPU_RUNS": str(tmp_path / "runs0"),
+                       "DIGIT_MODELS": "diffusion gan"}, capture_output=True, text=True, errors="replace", timeout=600)
+    assert r.returncode == 2 and "unknown digit model gan in DIGIT_MODELS" in r.stderr
+    assert not (tmp_path / "runs0" / "p2_diffusion.log").exists()  # refused before anything was launched
+    r = subprocess.run(sh + ["unpack", "digits_0"], env=env, capture_output=True, text=True, errors="replace", timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    import shutil
+    shutil.rmtree(tmp_path / "carry" / "digits_0")  # that call's pack does not travel again
+    for args in (["start", "digits"], ["collect", str(tmp_path / "out")]):
+        r = subprocess.run(sh + args, env=env, capture_output=True, text=True, errors="replace", timeout=600)
+        assert r.returncode == 0, (args, r.stdout[-2000:], r.stderr[-2000:])
+    assert len(list((tmp_path / "gd" / "digits" / "mnistm" / "data").iterdir())) == 40
+    assert [line.split()[1] for line in (tmp_path / "runs" / "pids").read_text().splitlines()] == ["p2_diffusion"]
+    assert torch.load(tmp_path / "runs" / "p2_diffusion" / "model.pt", weights_only=True)["step"] == 4
