@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole lent-GPU training run of problems 1 and 2, in the calls a `device` lease allows
-# (each call: at most 10 minutes and 64 MiB of working tree, the ~34 MB tracked tree included;
-# the machine goes back after 30 s idle).
+# (each call: at most 10 minutes and 64 MiB of working tree, the ~43 MB tracked tree included, ~40 MB
+# of it weights: session 16 moved checkpoints/p1_*.pt, p2_*.pt out of the tree for its calls, the jobs
+# going on from init packs, which left ~60 MiB per call; the machine goes back after 30 s idle).
 #
 #   here:     bash scripts/train_gpu.sh pack              # carry/faces_0, faces_1 (~24 MB each), carry/digits_0..2
 #                                                         # (lossless, ~20 MiB each; FACE_PARTS / DIGIT_PARTS split further)
@@ -169,6 +170,13 @@ start)
         export HW2_CLASSIFIER=$(cd "$data" && pwd)/Classifier.pth  # unpacked beside the data: a later call's
         # carry/digits is a fresh copy of the pack (session 11's second call lost its jobs at the first eval)
         [ "${GPU_TINY:-0}" = 1 ] && unset HW2_CLASSIFIER
+        # a digits part unpacks the whole csv: refuse to train until every part's images are there
+        n_csv=$(( $(wc -l <"$data/digits/mnistm/train.csv") - 1 )); n_img=$(ls "$data/digits/mnistm/data" | wc -l)
+        if [ "$n_img" -lt "$n_csv" ]; then
+            echo "only $n_img of $n_csv mnistm train images are unpacked in $data: carry the missing digits_K parts" >&2
+            [ "$(alive)" -eq 0 ] && rm -f "$runs/end_at"  # nothing runs yet: the next start sets the deadline
+            exit 2
+        fi
         for m in ${DIGIT_MODELS:-diffusion acgan sagan}; do
             case $m in diffusion) x="$diffx $diff_x";; acgan) x="$ganx $acgan_x";; sagan) x="$ganx $sagan_x";; esac
             launch "p2_$m" "$py" -m p2_diffusion_acgan.train --model "$m" --run "$runs/p2_$m" \

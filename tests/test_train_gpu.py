@@ -217,6 +217,10 @@ def test_digit_models_picks_the_digit_jobs(tiny_digits, tmp_path):
     assert not (tmp_path / "runs0" / "p2_diffusion.log").exists()  # refused before anything was launched
     r = subprocess.run(sh + ["unpack", "digits_0"], env=env, capture_output=True, text=True, errors="replace", timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run(sh + ["start", "digits"], env={**env, "GPU_CARRY": str(tmp_path / "nothing")},
+                       capture_output=True, text=True, errors="replace", timeout=600)  # digits_1 not carried
+    assert r.returncode == 2 and "only 20 of 40 mnistm train images are unpacked" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "runs" / "end_at").exists()  # the next start sets the deadline afresh
     import shutil
     shutil.rmtree(tmp_path / "carry" / "digits_0")  # that call's pack does not travel again
     for args in (["start", "digits"], ["collect", str(tmp_path / "out")]):
