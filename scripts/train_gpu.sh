@@ -128,6 +128,15 @@ unpack() {  # unpack carry/NAME... into $data, each once (the data folder outliv
     done
 }
 
+check_names() {  # check_names WHAT VAR "NAMES" CHOICE...: every name is a CHOICE, else a one-line error
+    local what=$1 var=$2 names=$3 m c; shift 3
+    for m in $names; do
+        for c in "$@"; do [ "$m" = "$c" ] && continue 2; done
+        local list; list=$(printf '%s, ' "$@")
+        echo "unknown $what $m in $var (${list%, })" >&2; exit 2
+    done
+}
+
 alive() { local n=0; while read -r pid name; do kill -0 "$pid" 2>/dev/null && n=$((n + 1)); done <"$runs/pids"; echo $n; }
 
 cmd=${1:-}
@@ -150,15 +159,19 @@ unpack)
 start)
     kind=${2:?usage: train_gpu.sh start faces|digits}
     [ "$kind" = faces ] || [ "$kind" = digits ] || { echo "unknown kind $kind (faces or digits)" >&2; exit 2; }
-    for m in ${FACE_METHODS:-A B B2}; do  # checked before anything is launched
-        case $m in A|B|B2) ;; *) echo "unknown face method $m in FACE_METHODS (A, B, B2)" >&2; exit 2;; esac
-    done
-    for m in ${DIGIT_MODELS:-diffusion acgan sagan}; do
-        case $m in diffusion|acgan|sagan) ;; *) echo "unknown digit model $m in DIGIT_MODELS (diffusion, acgan, sagan)" >&2; exit 2;; esac
-    done
-    [ -f "$runs/end_at" ] || echo $(( $(date +%s) + ${GPU_TRAIN_SECONDS:-480} )) >"$runs/end_at"
+    check_names "face method" FACE_METHODS "${FACE_METHODS:-A B B2}" A B B2  # before anything is launched
+    check_names "digit model" DIGIT_MODELS "${DIGIT_MODELS:-diffusion acgan sagan}" diffusion acgan sagan
+    end=$(( $(date +%s) + ${GPU_TRAIN_SECONDS:-480} ))  # counted from now, written once the jobs can start
     touch "$runs/pids"
     unpack $(cd "$carry" && ls -d ${kind}* 2>/dev/null)
+    if [ "$kind" = digits ]; then  # a digits part unpacks the whole csv: train once every part's images are there
+        n_csv=$(( $(wc -l <"$data/digits/mnistm/train.csv") - 1 )); n_img=$(ls "$data/digits/mnistm/data" | wc -l)
+        if [ "$n_img" -lt "$n_csv" ]; then
+            echo "only $n_img of $n_csv mnistm train images are unpacked in $data: carry the missing digits_K parts" >&2
+            exit 2
+        fi
+    fi
+    [ -f "$runs/end_at" ] || echo "$end" >"$runs/end_at"  # a refused start leaves no deadline behind
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || true
     if [ "$kind" = faces ]; then
         for m in ${FACE_METHODS:-A B B2}; do
@@ -170,13 +183,6 @@ start)
         export HW2_CLASSIFIER=$(cd "$data" && pwd)/Classifier.pth  # unpacked beside the data: a later call's
         # carry/digits is a fresh copy of the pack (session 11's second call lost its jobs at the first eval)
         [ "${GPU_TINY:-0}" = 1 ] && unset HW2_CLASSIFIER
-        # a digits part unpacks the whole csv: refuse to train until every part's images are there
-        n_csv=$(( $(wc -l <"$data/digits/mnistm/train.csv") - 1 )); n_img=$(ls "$data/digits/mnistm/data" | wc -l)
-        if [ "$n_img" -lt "$n_csv" ]; then
-            echo "only $n_img of $n_csv mnistm train images are unpacked in $data: carry the missing digits_K parts" >&2
-            [ "$(alive)" -eq 0 ] && rm -f "$runs/end_at"  # nothing runs yet: the next start sets the deadline
-            exit 2
-        fi
         for m in ${DIGIT_MODELS:-diffusion acgan sagan}; do
             case $m in diffusion) x="$diffx $diff_x";; acgan) x="$ganx $acgan_x";; sagan) x="$ganx $sagan_x";; esac
             launch "p2_$m" "$py" -m p2_diffusion_acgan.train --model "$m" --run "$runs/p2_$m" \

@@ -3,6 +3,7 @@ shared deadline -> bundles of at most 8 files -> extract, on tiny data with GPU_
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -221,7 +222,6 @@ def test_digit_models_picks_the_digit_jobs(tiny_digits, tmp_path):
                        capture_output=True, text=True, errors="replace", timeout=600)  # digits_1 not carried
     assert r.returncode == 2 and "only 20 of 40 mnistm train images are unpacked" in r.stderr, r.stderr[-2000:]
     assert not (tmp_path / "runs" / "end_at").exists()  # the next start sets the deadline afresh
-    import shutil
     shutil.rmtree(tmp_path / "carry" / "digits_0")  # that call's pack does not travel again
     for args in (["start", "digits"], ["collect", str(tmp_path / "out")]):
         r = subprocess.run(sh + args, env=env, capture_output=True, text=True, errors="replace", timeout=600)
