@@ -13,7 +13,7 @@ from common.errors import UserError
 from common.training import config_from_dict
 
 from .model import ACGANDiscriminator, ACGANGenerator, SAGANDiscriminator, SAGANGenerator, UNet
-from .schedulers import SAMPLERS
+from .schedulers import SAMPLERS, SPACINGS
 
 NUM_CLASSES = 10
 
@@ -58,10 +58,13 @@ class DiffusionConfig:
     sample_steps: int = 20
     guidance: float = 2.0
     guidance_interval: tuple = (0, 999)  # apply guidance only at timesteps lo..hi (0-based)
+    spacing: str = "logsnr"  # timesteps the sampler visits: logsnr (uniform in log SNR) | trailing (uniform in t)
 
     def validate(self) -> None:
         if self.sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if self.spacing not in SPACINGS:
+            raise UserError(f"unknown timestep spacing {self.spacing!r}; choose one of {', '.join(SPACINGS)}")
         if self.schedule not in ("linear", "cosine"):
             raise UserError(f"unknown schedule {self.schedule!r} (linear or cosine)")
         if not 0 <= self.p_uncond < 1:
@@ -99,4 +102,6 @@ def build_discriminator(kind: str, cfg_dict: dict) -> nn.Module:
 
 
 def diffusion_config_from(ckpt: dict) -> DiffusionConfig:
-    return config_from_dict(DiffusionConfig, ckpt["config"])
+    """The checkpoint's DiffusionConfig; one saved before ``spacing`` existed samples as it always did
+    (trailing), whatever the default is now."""
+    return config_from_dict(DiffusionConfig, {"spacing": "trailing", **ckpt["config"]})

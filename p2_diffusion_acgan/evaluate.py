@@ -66,7 +66,7 @@ def diffusion_eval_fn(model: nn.Module, cfg) -> dict:
     from .diffusion import sample
     from .schedulers import NoiseSchedule, make_sampler
     y = _eval_labels()
-    smp = make_sampler(cfg.sampler, NoiseSchedule(cfg.timesteps, cfg.schedule))
+    smp = make_sampler(cfg.sampler, NoiseSchedule(cfg.timesteps, cfg.schedule), cfg.spacing)
     x = sample(model, smp, y, cfg.guidance, cfg.sample_steps, per_image_generators(0, len(y)),
                guidance_interval=tuple(cfg.guidance_interval)).cpu()
     model.train()

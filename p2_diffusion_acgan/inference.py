@@ -6,7 +6,7 @@ Default model: the best shipped checkpoint in checkpoints/ (p2_diffusion.pt, p2_
 p2_acgan.pt; the highest ``accuracy`` in the JSON beside each, diffusion first on ties).
 ``--model`` picks one; ``--checkpoint`` any checkpoint written by p2_diffusion_acgan.train
 (``runs/<name>/model.pt`` or ``last.pt``). Diffusion options default to the values saved in the
-checkpoint's config: ``--sampler``, ``--steps``, ``--guidance``. GAN options (``--truncation``,
+checkpoint's config: ``--sampler``, ``--steps``, ``--guidance``, ``--spacing``. GAN options (``--truncation``,
 ``--candidates``, ``--accept-prob``) likewise default to the checkpoint's, else off.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from common.training import float_state_dict, load_checkpoint, pick_device
 from .config import NUM_CLASSES, build_discriminator, build_generator, build_unet, diffusion_config_from
 from .diffusion import sample
 from .model import SAGANDiscriminator
-from .schedulers import SAMPLERS, NoiseSchedule, make_sampler, per_image_generators, randn
+from .schedulers import SAMPLERS, SPACINGS, NoiseSchedule, make_sampler, per_image_generators, randn
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT_DIR = REPO / "checkpoints"
@@ -108,7 +108,7 @@ class Generator:
     @torch.no_grad()
     def generate(self, y: torch.Tensor, generators: list[torch.Generator], sampler: str | None = None,
                  steps: int | None = None, guidance: float | None = None, callback=None,
-                 guidance_interval: tuple[int, int] | None = None, truncation: float | None = None,
+                 guidance_interval: tuple[int, int] | None = None, spacing: str | None = None, truncation: float | None = None,
                  candidates: int | None = None, accept_prob: float | None = None) -> torch.Tensor:
         """Images for labels y (B,), image i drawn from ``generators[i]`` (batch-independent).
 
@@ -120,7 +120,7 @@ class Generator:
         else psi 1, K 1, accept_prob 1."""
         if self.kind == "p2_diffusion":
             c = self.diff_cfg
-            smp = make_sampler(sampler or c.sampler, NoiseSchedule(c.timesteps, c.schedule))
+            smp = make_sampler(sampler or c.sampler, NoiseSchedule(c.timesteps, c.schedule), spacing or c.spacing)
             return sample(self.net, smp, y, c.guidance if guidance is None else guidance,
                           steps or c.sample_steps, generators, callback=callback,
                           guidance_interval=tuple(guidance_interval or c.guidance_interval)).cpu()
@@ -204,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default=None, help="diffusion sampler (default: checkpoint's)")
     p.add_argument("--steps", type=int, default=None, help="diffusion sampling steps (default: checkpoint's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance weight w, 0 = conditional only (default: checkpoint's)")
+    p.add_argument("--spacing", choices=SPACINGS, default=None,
+                   help="diffusion timesteps: trailing (uniform in t) or logsnr (uniform in log SNR) (default: checkpoint's)")
     p.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("LO", "HI"),
                    help="apply guidance only at timesteps LO..HI (0-based; default: checkpoint's, all)")
     p.add_argument("--truncation", type=float, default=None,
@@ -237,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if gen.kind == "p2_diffusion" and args.steps is not None and args.steps > gen.diff_cfg.timesteps:
         raise UserError(f"--steps {args.steps} is more than the model's {gen.diff_cfg.timesteps} timesteps")
     t0 = time.time()
-    opts = dict(sampler=args.sampler, steps=args.steps, guidance=args.guidance)
+    opts = dict(sampler=args.sampler, steps=args.steps, guidance=args.guidance, spacing=args.spacing)
     if gen.kind != "p2_diffusion":
         opts = {"truncation": args.truncation, "candidates": args.candidates, "accept_prob": args.accept_prob}
     if args.guidance_interval is not None:

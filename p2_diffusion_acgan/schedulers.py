@@ -3,7 +3,7 @@
 Every sampler has one interface:
 
     sampler.add_noise(x0, eps, t)        # forward process q(x_t | x_0), for training
-    sampler.set_timesteps(n)             # choose n of the T training timesteps, descending
+    sampler.set_timesteps(n)             # choose n of the T training timesteps, descending (``spacing``)
     for t in sampler.timesteps:
         x = sampler.step(eps_theta(x, t), t, x, generator=gens)
 
@@ -70,30 +70,66 @@ class NoiseSchedule:
         ab = self.alpha_bar.to(x0.device)[t].to(x0.dtype).view(-1, *([1] * (x0.dim() - 1)))
         return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
 
+    def log_snr(self) -> torch.Tensor:
+        """lambda_t = log(alpha_t / sigma_t) = 0.5 log(alpha_bar_t / (1 - alpha_bar_t)) per index (T,), decreasing."""
+        return 0.5 * torch.log(self.alpha_bar / (1 - self.alpha_bar))
+
     def predict_x0(self, x: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:
         """x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t) (eq. 4 solved for x0)."""
         ab = self.ab(t)
         return (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
 
 
+SPACINGS = ("trailing", "logsnr")
+
+
+def spaced_timesteps(schedule: NoiseSchedule, n: int, spacing: str = "trailing") -> list[int]:
+    """n of the schedule's T timestep indices, descending from T-1; the sampler's last step goes from
+    the last of them to the clean image.
+
+    ``trailing``: uniform in t (Lin et al. 2024, table 2). ``logsnr``: uniform in lambda = log(alpha /
+    sigma), the n + 1 knots from lambda(T-1) to lambda(0) of DPM-Solver's low-resolution setting (Lu et
+    al. 2022, sec. 3.3) with the last knot (index 0, almost clean) taken as the clean image: it spends
+    the steps evenly in log noise level, so the last one starts from much less noise than ``trailing``'s
+    (8 steps, linear schedule: from t = 6 instead of 124). Each knot goes to the nearest index, nudged so
+    the indices stay distinct."""
+    T = schedule.num_timesteps
+    if not 1 <= n <= T:
+        raise ValueError(f"number of sampling steps must be in 1..{T}, got {n}")
+    if spacing == "trailing":
+        return [int(round(T - i * T / n)) - 1 for i in range(n)]
+    if spacing != "logsnr":
+        raise ValueError(f"unknown timestep spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
+    lam = schedule.log_snr()
+    lo, hi = float(lam[T - 1]), float(lam[0])
+    ts = [int((lam - (lo + (hi - lo) * i / n)).abs().argmin()) for i in range(n)]
+    ts[0] = T - 1
+    for i in range(1, n):  # distinct and descending: push down, then (if that ran below 0) back up
+        ts[i] = min(ts[i], ts[i - 1] - 1)
+    ts[-1] = max(ts[-1], 0)
+    for i in range(n - 2, -1, -1):
+        ts[i] = max(ts[i], ts[i + 1] + 1)
+    return ts
+
+
 class Sampler:
-    """Common part: the schedule, ``add_noise``, ``set_timesteps`` ('trailing' spacing, which always
-    starts at the last timestep T-1; Lin et al. 2024, table 2) and ``prev(t)``."""
+    """Common part: the schedule, ``add_noise``, ``set_timesteps`` (``spacing``: 'trailing', which
+    always starts at the last timestep T-1, Lin et al. 2024, table 2; or 'logsnr', see
+    ``spaced_timesteps``) and ``prev(t)``."""
 
     name = "base"
 
-    def __init__(self, schedule: NoiseSchedule, clip_x0: bool = True):
-        self.schedule, self.clip_x0 = schedule, clip_x0
+    def __init__(self, schedule: NoiseSchedule, clip_x0: bool = True, spacing: str = "trailing"):
+        if spacing not in SPACINGS:
+            raise ValueError(f"unknown timestep spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
+        self.schedule, self.clip_x0, self.spacing = schedule, clip_x0, spacing
         self.set_timesteps(schedule.num_timesteps)
 
     def add_noise(self, x0, eps, t):
         return self.schedule.add_noise(x0, eps, t)
 
     def set_timesteps(self, n: int) -> None:
-        T = self.schedule.num_timesteps
-        if not 1 <= n <= T:
-            raise ValueError(f"number of sampling steps must be in 1..{T}, got {n}")
-        ts = [int(round(T - i * T / n)) - 1 for i in range(n)]
+        ts = spaced_timesteps(self.schedule, n, self.spacing)
         self.timesteps = ts
         self._prev = dict(zip(ts, ts[1:] + [-1]))
         self.reset()
@@ -139,9 +175,9 @@ class DDIMSampler(Sampler):
 
     name = "ddim"
 
-    def __init__(self, schedule: NoiseSchedule, eta: float = 0.0, clip_x0: bool = True):
+    def __init__(self, schedule: NoiseSchedule, eta: float = 0.0, clip_x0: bool = True, spacing: str = "trailing"):
         self.eta = eta
-        super().__init__(schedule, clip_x0)
+        super().__init__(schedule, clip_x0, spacing)
 
     def step(self, eps, t, x, generator=None):
         t = int(t)
@@ -197,8 +233,8 @@ class DPMSolverPP2MSampler(Sampler):
 SAMPLERS = {c.name: c for c in (DDPMSampler, DDIMSampler, DPMSolverPP2MSampler)}
 
 
-def make_sampler(name: str, schedule: NoiseSchedule) -> Sampler:
-    """``ddpm`` | ``ddim`` | ``dpm++2m`` on ``schedule``."""
+def make_sampler(name: str, schedule: NoiseSchedule, spacing: str = "trailing") -> Sampler:
+    """``ddpm`` | ``ddim`` | ``dpm++2m`` on ``schedule``, timesteps spaced by ``spacing`` (``SPACINGS``)."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    return SAMPLERS[name](schedule)
+    return SAMPLERS[name](schedule, spacing=spacing)

@@ -66,7 +66,7 @@ def slim_checkpoint(kind: str, cfg, model_sd: dict, step: int, **extra) -> dict:
 def sample_grid_diffusion(model, cfg: DiffusionConfig, path: Path, seed: int = 0) -> None:
     """10x10 grid (rows = digits) with the config's sampler/steps/guidance and fixed per-image noise."""
     y = grid_labels()
-    sampler = make_sampler(cfg.sampler, NoiseSchedule(cfg.timesteps, cfg.schedule))
+    sampler = make_sampler(cfg.sampler, NoiseSchedule(cfg.timesteps, cfg.schedule), cfg.spacing)
     x = sample(model, sampler, y, cfg.guidance, cfg.sample_steps, per_image_generators(seed, len(y)),
                guidance_interval=tuple(cfg.guidance_interval))
     save_grid(x, path)

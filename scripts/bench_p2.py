@@ -1,9 +1,9 @@
 """Problem-2 speed/quality table: training images/s per model, hw2_2.sh time for 1000 images per
-sampler and step count, and the course-classifier accuracy at each setting.
+sampler, step count and timestep spacing, and the course-classifier accuracy at each setting.
 
     python scripts/bench_p2.py                   # short: per-step timings, hw2_2 times extrapolated
     python scripts/bench_p2.py --full            # generate all 1000 images for every setting (+ accuracy)
-    python scripts/bench_p2.py --settings ddim:25 dpm++2m:10 --device cuda
+    python scripts/bench_p2.py --settings ddim:25 dpm++2m:10 dpm++2m:8:trailing --device cuda
 
 Networks come from checkpoints/p2_<model>.pt when present (their config), else the default
 configs (untrained: timings only, accuracy 'n/a'). Without --full, a diffusion setting's time is
@@ -30,9 +30,10 @@ from p2_diffusion_acgan.config import DiffusionConfig, build_unet  # noqa: E402
 from p2_diffusion_acgan.diffusion import diffusion_loss, guided_eps  # noqa: E402
 from p2_diffusion_acgan.gan_setup import build_gan, gan_config_class  # noqa: E402
 from p2_diffusion_acgan.inference import CHECKPOINT_DIR, Generator, digit_labels_and_names, generate_all  # noqa: E402
-from p2_diffusion_acgan.schedulers import NoiseSchedule, SAMPLERS  # noqa: E402
+from p2_diffusion_acgan.schedulers import SAMPLERS, SPACINGS, NoiseSchedule  # noqa: E402
 
-DEFAULT_SETTINGS = ("ddpm:1000", "ddim:50", "ddim:25", "dpm++2m:20", "dpm++2m:10", "dpm++2m:8", "dpm++2m:6")
+DEFAULT_SETTINGS = ("ddpm:1000", "ddim:50", "ddim:25", "dpm++2m:20", "dpm++2m:10", "dpm++2m:8", "dpm++2m:8:trailing",
+                    "dpm++2m:6")
 
 
 def _sync(dev: torch.device) -> None:
@@ -121,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--train-batch", type=int, default=64)
     p.add_argument("--train-steps", type=int, default=2, help="timed training steps per model (after 1 warm-up)")
     p.add_argument("--probe-batch", type=int, default=200, help="images per timed guided step (scaled to 1000)")
-    p.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS), help="sampler:steps pairs")
+    p.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS),
+                   help="sampler:steps[:spacing] (spacing: trailing | logsnr; default the checkpoint's)")
     p.add_argument("--guidance", type=float, default=None, help="default: the checkpoint's (2.0 untrained)")
     p.add_argument("--full", action="store_true", help="generate the 1000 images for every setting (+ accuracy)")
     p.add_argument("--fid", action="store_true", help="also FID vs mnistm val of every generated set (slow on a CPU)")
@@ -134,10 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev = pick_device(args.device)
     settings = []
     for s in args.settings:
-        name, _, n = s.partition(":")
-        if name not in SAMPLERS or not n.isdigit():
-            raise UserError(f"bad setting {s!r}: use sampler:steps with sampler in {', '.join(SAMPLERS)}")
-        settings.append((name, int(n)))
+        name, _, rest = s.partition(":")
+        n, _, spacing = rest.partition(":")
+        if name not in SAMPLERS or not n.isdigit() or (spacing and spacing not in SPACINGS):
+            raise UserError(f"bad setting {s!r}: use sampler:steps[:spacing] with sampler in {', '.join(SAMPLERS)} "
+                            f"and spacing in {', '.join(SPACINGS)}")
+        settings.append((name, int(n), spacing or None))
     bs = 1000 if dev.type == "cuda" else 250  # as hw2_2.sh
     dev_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"# bench_p2 on {dev_name}, torch {torch.__version__}\n")
@@ -150,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     png_s = png_seconds(Path(args.out) / "png_probe")
     print(f"\n## hw2_2.sh: 1000 images (PNG writing {png_s:.1f} s included)\n")
-    print("| model | sampler | steps | guidance | seconds for 1000 | accuracy | FID vs val |\n|---|---|---|---|---|---|---|")
+    print("| model | sampler | steps | spacing | guidance | seconds for 1000 | accuracy | FID vs val |\n|---|---|---|---|---|---|---|---|")
 
     def fid(x) -> str:
         if not args.fid:
@@ -164,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             z = torch.randn(1000, net.z_dim, device=dev)
             with torch.no_grad():
                 secs = _timed(lambda: net(z, y_all.to(dev)), dev, 1) + png_s
-            print(f"| {m} | - | 1 | - | {secs:.1f} | n/a (untrained) | n/a (untrained) |", flush=True)
+            print(f"| {m} | - | 1 | - | - | {secs:.1f} | n/a (untrained) | n/a (untrained) |", flush=True)
             continue
         k_default = gen.gan_options()[1]  # > 1: D's class head ranks k noises per image
         for k in sorted({1, k_default}):  # a GAN makes 1000 images in seconds: always measured
@@ -172,10 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             x, y, _ = generate_all(gen, batch_size=bs, progress=False, candidates=k)
             secs = time.perf_counter() - t0 + png_s
             sampler = "-" if k == 1 else f"best of {k} by D's class head"
-            print(f"| {m} | {sampler} | 1 | - | {secs:.1f} | {accuracy(x, y)} | {fid(x)} |", flush=True)
+            print(f"| {m} | {sampler} | 1 | - | - | {secs:.1f} | {accuracy(x, y)} | {fid(x)} |", flush=True)
 
     gen, net, trained = load_or_default("diffusion", dev, args.checkpoints)
     w = args.guidance if args.guidance is not None else (gen.diff_cfg.guidance if gen else 2.0)
+    own_spacing = gen.diff_cfg.spacing if gen else DiffusionConfig().spacing
     probe = min(args.probe_batch, 1000)
     xb = torch.randn(probe, 3, 28, 28, device=dev)
     yb = y_all[:probe].to(dev)
@@ -184,15 +189,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         with torch.no_grad(), torch.autocast(dev.type, dtype=torch.float16, enabled=dev.type == "cuda"):
             guided_eps(net, xb, 500, yb, w)
     step_s = _timed(one_step, dev, 1) * (1000 / probe)
-    for name, n in settings:
+    for name, n, spacing in settings:
+        spacing = spacing or own_spacing
         if gen is not None and (args.full or dev.type == "cuda"):
             t0 = time.perf_counter()
-            x, y, _ = generate_all(gen, batch_size=bs, sampler=name, steps=n, guidance=w, progress=False)
+            x, y, _ = generate_all(gen, batch_size=bs, sampler=name, steps=n, guidance=w, spacing=spacing, progress=False)
             secs, acc, f = f"{time.perf_counter() - t0 + png_s:.1f}", accuracy(x, y), fid(x)
         else:
             secs = f"{step_s * n + png_s:.1f} (est.)"
             acc = f = "n/a (untrained)" if not trained else "n/a (use --full)"
-        print(f"| diffusion | {name} | {n} | {w:g} | {secs} | {acc} | {f} |", flush=True)
+        print(f"| diffusion | {name} | {n} | {spacing} | {w:g} | {secs} | {acc} | {f} |", flush=True)
     print(f"\n(diffusion network {'from checkpoints/p2_diffusion.pt' if trained else 'of the default config, untrained'}: "
           f"{count_params(net) / 1e6:.2f}M parameters; one guided step on 1000 images = {step_s:.2f} s)")
     return 0

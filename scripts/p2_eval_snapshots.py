@@ -8,7 +8,7 @@
 GANs are sampled plainly (one noise per image) unless ``--candidates`` / ``--accept-prob`` say
 otherwise (D ranks the candidates: a run's final snapshot keeps it, earlier ones do not; ship one
 with ``scripts/ship_checkpoint.py --discriminator RUN/last.pt`` first); diffusion with the
-checkpoint's sampler unless ``--sampler``, ``--steps``, ``--guidance``, ``--guidance-interval`` say
+checkpoint's sampler unless ``--sampler``, ``--steps``, ``--guidance``, ``--spacing``, ``--guidance-interval`` say
 otherwise. One JSON line per checkpoint is appended to ``--out`` (default: ``snapshot_eval.jsonl``
 beside the first checkpoint); checkpoints already there with the same options (same path and size)
 are skipped, so an interrupted run resumes. ``--history`` as in ``scripts/p1_eval_snapshots.py`` (``common/history.py``).
@@ -51,7 +51,7 @@ def evaluate_checkpoint(ckpt: Path, data_root: str, options: list[str], classifi
 def sampling_options(a: argparse.Namespace) -> list[str]:
     """hw2_2 (inference) flags for the sampling options given (GANs read the first two only)."""
     options = ["--candidates", str(a.candidates), "--accept-prob", str(a.accept_prob)]
-    for flag, v in (("--sampler", a.sampler), ("--steps", a.steps), ("--guidance", a.guidance)):
+    for flag, v in (("--sampler", a.sampler), ("--steps", a.steps), ("--guidance", a.guidance), ("--spacing", a.spacing)):
         if v is not None:
             options += [flag, str(v)]
     if a.guidance_interval is not None:
@@ -74,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sampler", default=None, help="diffusion sampler (default: the checkpoint's)")
     p.add_argument("--steps", type=int, default=None, help="diffusion steps (default: the checkpoint's)")
     p.add_argument("--guidance", type=float, default=None, help="diffusion guidance w (default: the checkpoint's)")
+    p.add_argument("--spacing", choices=("trailing", "logsnr"), default=None, help="diffusion timestep spacing (default: checkpoint's)")
     p.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("LO", "HI"),
                    help="diffusion: guide only at timesteps LO..HI (default: the checkpoint's)")
     add_history_args(p)

@@ -23,7 +23,8 @@ from p2_diffusion_acgan.diffusion import diffusion_loss, guided_eps, sample
 from p2_diffusion_acgan.inference import Generator, default_checkpoint, digit_labels_and_names
 from p2_diffusion_acgan.model import (ACGANDiscriminator, ACGANGenerator, SAGANDiscriminator, SAGANGenerator,
                                       SelfAttention, UNet)
-from p2_diffusion_acgan.schedulers import SAMPLERS, DDIMSampler, NoiseSchedule, make_sampler, per_image_generators
+from p2_diffusion_acgan.schedulers import (SAMPLERS, DDIMSampler, NoiseSchedule, make_sampler, per_image_generators,
+                                          spaced_timesteps)
 from p2_diffusion_acgan.gan_setup import ACGANConfig, SAGANConfig, build_gan
 from tests.conftest import needs_shared
 
@@ -207,13 +208,34 @@ def test_set_timesteps_trailing():
     assert smp.timesteps[0] == 999 and smp.timesteps[-1] == 0 and len(set(smp.timesteps)) == 1000
 
 
-@pytest.mark.parametrize("name,steps,std_tol", [("ddpm", 1000, 0.03), ("ddpm", 100, 0.06), ("ddim", 50, 0.06),
-                                                ("dpm++2m", 20, 0.04)])
-def test_samplers_recover_gaussian_data_with_exact_eps(name, steps, std_tol):
+@pytest.mark.parametrize("n", [1, 2, 8, 20, 300, 1000])
+def test_logsnr_spacing_is_uniform_in_log_snr_and_distinct(n):
+    sch = NoiseSchedule(1000)
+    ts = spaced_timesteps(sch, n, "logsnr")
+    assert len(ts) == n and ts[0] == 999 and all(a > b >= 0 for a, b in zip(ts, ts[1:]))
+    if n == 1000:
+        assert ts == list(range(999, -1, -1))
+    if n == 8:  # knots 1.2 apart in lambda (from lambda(999) = -5.06 up to 3.4; lambda(0) = 4.6 is the clean end)
+        lam = sch.log_snr()[ts]
+        gaps = lam[1:] - lam[:-1]
+        assert float(lam[0]) == pytest.approx(-5.06, abs=0.01) and float(lam[-1]) == pytest.approx(3.4, abs=0.1)
+        assert float(gaps.min()) > 1.1 and float(gaps.max()) < 1.3
+        assert ts[-1] < spaced_timesteps(sch, 8, "trailing")[-1] / 4  # the last step starts from far less noise
+    smp = make_sampler("dpm++2m", sch, spacing="logsnr")
+    smp.set_timesteps(n)
+    assert smp.timesteps == ts and smp.prev(ts[-1]) == -1
+    with pytest.raises(ValueError, match="spacing 'uniform'"):
+        make_sampler("ddim", sch, spacing="uniform")
+
+
+@pytest.mark.parametrize("name,steps,std_tol,spacing", [("ddpm", 1000, 0.03, "trailing"), ("ddpm", 100, 0.06, "trailing"),
+                                                        ("ddim", 50, 0.06, "trailing"), ("dpm++2m", 20, 0.04, "trailing"),
+                                                        ("dpm++2m", 8, 0.04, "logsnr"), ("ddim", 50, 0.06, "logsnr")])
+def test_samplers_recover_gaussian_data_with_exact_eps(name, steps, std_tol, spacing):
     """Data x0 ~ N(mu, s^2): the exact eps(x_t) is known in closed form; the sampler must give N(mu, s^2)."""
     mu, s = 0.3, 0.5
     sch = NoiseSchedule(1000, "linear")
-    smp = SAMPLERS[name](sch, clip_x0=False)
+    smp = SAMPLERS[name](sch, clip_x0=False, spacing=spacing)
     smp.set_timesteps(steps)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4000, 1, generator=g, dtype=torch.float64)
@@ -379,6 +401,21 @@ def test_hw2_2_end_to_end_diffusion(tiny_digits, tmp_path):
     gen.net.to(memory_format=torch.contiguous_format)
     assert all(p.is_contiguous() for p in gen.net.parameters())
     torch.testing.assert_close(gen.generate(y, gens(), sampler="ddpm", steps=3, guidance=0.5), b, atol=1e-4, rtol=0)
+    # --spacing: the checkpoint's (logsnr, the config default) unless given; trailing visits other timesteps
+    seen = {}
+    for spacing in (None, "trailing", "logsnr"):
+        ts = []
+        gen.generate(y, gens(), steps=3, spacing=spacing, callback=lambda i, t, x: ts.append(t))
+        seen[spacing] = ts
+    assert seen[None] == seen["logsnr"] == spaced_timesteps(NoiseSchedule(), 3, "logsnr") and seen["trailing"] == [999, 666, 332]
+    # a checkpoint saved before spacing existed samples as it always did (trailing)
+    old = Generator({"kind": "p2_diffusion", "config": {k: v for k, v in gen.config.items() if k != "spacing"},
+                     "model": gen.net.state_dict()})
+    assert gen.diff_cfg.spacing == "logsnr" and old.diff_cfg.spacing == "trailing"
+    out2 = tmp_path / "out_logsnr"
+    r = _hw2_2(out2, "--checkpoint", run / "model.pt", "--threads", "1", "--steps", "2", "--spacing", "logsnr")
+    assert r.returncode == 0, r.stderr[-2000:]
+    _check_outputs(out2)
     # 7_001.png is image 700 of the seeded run: generating it alone gives the same pixels
     alone = Generator(load_checkpoint(run / "model.pt")).generate(torch.tensor([7]), per_image_generators(0, 1, start=700),
                                                                   steps=1)
@@ -601,3 +638,17 @@ def test_accept_sweep_scores_the_images_hw2_2_would_write(tiny_digits, tmp_path)
         p2_accept_sweep.main([str(ck), "--accept-probs", "0"])
     with pytest.raises(UserError, match="nope.pt"):
         p2_accept_sweep.main([str(tmp_path / "nope.pt")])
+
+
+def test_bench_p2_table_has_a_row_per_setting_with_its_spacing(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_p2", REPO / "scripts" / "bench_p2.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = ["--checkpoints", str(tmp_path / "none"), "--out", str(tmp_path / "b"), "--threads", "1", "--device", "cpu",
+            "--train-batch", "4", "--train-steps", "1", "--probe-batch", "4"]
+    assert bench.main([*args, "--settings", "dpm++2m:8:trailing", "ddim:4"]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| diffusion | ")]
+    assert rows[-2].startswith("| diffusion | dpm++2m | 8 | trailing | 2 | ") and "(est.)" in rows[-2]
+    assert rows[-1].startswith("| diffusion | ddim | 4 | logsnr | 2 | ")  # the default config's spacing
+    with pytest.raises(UserError, match="'ddim:4:uniform'"):
+        bench.main([*args, "--settings", "ddim:4:uniform"])
