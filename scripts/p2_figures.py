@@ -54,22 +54,23 @@ def reverse_process_figure(gen: Generator, path: Path, sampler: str | None, step
     c = gen.diff_cfg
     n = steps or c.sample_steps
     states: list[tuple[int, torch.Tensor]] = []
+    visited: list[int] = []  # the timestep indices the sampler steps from (its spacing decides them)
     gens = per_image_generators(seed, 1)
 
-    def keep(i, t, x):  # state after step i: the sampler reached timestep prev(t) (-1 = clean)
+    def keep(i, t, x):  # state after step i: the sampler reached the next visited timestep (or the clean image)
+        visited.append(int(t))
         states.append((i + 1, x[0].clamp(-1, 1).cpu()))
 
     # state 0 = the initial noise x_T: draw it with a copy of the generator the sampler will use
     x_T = torch.randn((3, 28, 28), generator=per_image_generators(seed, 1)[0])
     gen.generate(torch.tensor([0]), gens, sampler=sampler, steps=n, guidance=guidance, callback=keep)
-    T = c.timesteps
     all_states = [(0, x_T)] + states
     picks = [round(k * n / (n_frames - 1)) for k in range(n_frames)]
     fig, axes = plt.subplots(1, n_frames, figsize=(2 * n_frames, 2.3))
     shown = []
     for ax, k in zip(axes, picks):
         idx, x = all_states[k]
-        t_shown = round(T * (1 - idx / n))  # state after idx of n evenly spaced steps
+        t_shown = visited[idx] + 1 if idx < n else 0  # the paper's t (1-based); 0 = the clean image
         shown.append(t_shown)
         ax.imshow(((x.permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy())
         ax.set_title(f"t = {t_shown}")

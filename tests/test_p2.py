@@ -434,6 +434,9 @@ def test_hw2_2_end_to_end_diffusion(tiny_digits, tmp_path):
         assert im.size == (10 * 30 + 2, 10 * 30 + 2)  # 10x10 tiles of 28 + 2 px padding
     assert (figs / "reverse_process.png").is_file()
     gen = Generator(load_checkpoint(run / "model.pt"))
+    logsnr = spaced_timesteps(NoiseSchedule(), 5, "logsnr")  # the run's spacing: its frames are at those timesteps
+    assert fig.reverse_process_figure(gen, figs / "r.png", "ddim", 5) == [1000] + [t + 1 for t in logsnr[1:]] + [0]
+    gen.diff_cfg.spacing = "trailing"
     assert fig.reverse_process_figure(gen, figs / "r.png", "ddim", 5) == [1000, 800, 600, 400, 200, 0]
     assert "UNet(" in (figs / "architecture_diffusion.txt").read_text()
     assert "SAGANAttention" in (figs / "architecture_sagan.txt").read_text()
