@@ -102,8 +102,7 @@ def spaced_timesteps(schedule: NoiseSchedule, n: int, spacing: str = "trailing")
         raise ValueError(f"unknown timestep spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
     lam = schedule.log_snr()
     lo, hi = float(lam[T - 1]), float(lam[0])
-    ts = [int((lam - (lo + (hi - lo) * i / n)).abs().argmin()) for i in range(n)]
-    ts[0] = T - 1
+    ts = [int((lam - (lo + (hi - lo) * i / n)).abs().argmin()) for i in range(n)]  # knot 0 is lambda(T-1) itself
     for i in range(1, n):  # distinct and descending: push down, then (if that ran below 0) back up
         ts[i] = min(ts[i], ts[i - 1] - 1)
     ts[-1] = max(ts[-1], 0)
@@ -120,10 +119,8 @@ class Sampler:
     name = "base"
 
     def __init__(self, schedule: NoiseSchedule, clip_x0: bool = True, spacing: str = "trailing"):
-        if spacing not in SPACINGS:
-            raise ValueError(f"unknown timestep spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
         self.schedule, self.clip_x0, self.spacing = schedule, clip_x0, spacing
-        self.set_timesteps(schedule.num_timesteps)
+        self.set_timesteps(schedule.num_timesteps)  # an unknown spacing fails here (spaced_timesteps)
 
     def add_noise(self, x0, eps, t):
         return self.schedule.add_noise(x0, eps, t)

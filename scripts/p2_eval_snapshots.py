@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.errors import UserError, cli_main  # noqa: E402
 from common.history import add_history_args, add_to_history, apply_history_args, evaluate_snapshots  # noqa: E402
+from p2_diffusion_acgan.schedulers import SPACINGS  # noqa: E402
 
 
 def evaluate_checkpoint(ckpt: Path, data_root: str, options: list[str], classifier: str | None = None,
@@ -74,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sampler", default=None, help="diffusion sampler (default: the checkpoint's)")
     p.add_argument("--steps", type=int, default=None, help="diffusion steps (default: the checkpoint's)")
     p.add_argument("--guidance", type=float, default=None, help="diffusion guidance w (default: the checkpoint's)")
-    p.add_argument("--spacing", choices=("trailing", "logsnr"), default=None, help="diffusion timestep spacing (default: checkpoint's)")
+    p.add_argument("--spacing", choices=SPACINGS, default=None, help="diffusion timestep spacing (default: checkpoint's)")
     p.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("LO", "HI"),
                    help="diffusion: guide only at timesteps LO..HI (default: the checkpoint's)")
     add_history_args(p)
