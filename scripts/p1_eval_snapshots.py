@@ -25,13 +25,16 @@ from common.errors import UserError, cli_main  # noqa: E402
 from common.history import add_history_args, add_to_history, apply_history_args, evaluate_snapshots  # noqa: E402
 
 
-def evaluate_checkpoint(ckpt: Path, val: Path, n: int = 1000, face: bool = True) -> dict:
+def evaluate_checkpoint(ckpt: Path, val: Path, n: int = 1000, face: bool = True, candidates: int | None = None) -> dict:
     from common.fid import fid_from_folders
     from p1_gan.inference import main as generate_main
     with tempfile.TemporaryDirectory(prefix="p1_eval_") as tmp:
         t0 = time.time()
-        generate_main([tmp, "--checkpoint", str(ckpt), "--n", str(n), "--device", "cpu"])
+        extra = [] if candidates is None else ["--candidates", str(candidates)]
+        generate_main([tmp, "--checkpoint", str(ckpt), "--n", str(n), "--device", "cpu", *extra])
         rec = {"n": n, "generate_s": round(time.time() - t0, 1)}
+        if candidates is not None:
+            rec["candidates"] = candidates
         rec["fid"] = fid_from_folders(tmp, val, device="cpu", progress=True)
         if face:
             from common.face_score import face_score
@@ -46,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default=None)
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--no-face", action="store_true")
+    p.add_argument("--candidates", type=int, default=None, metavar="K",
+                   help="hw2_1.sh --candidates K (default: each checkpoint's own setting)")
     add_history_args(p)
     a = p.parse_args(argv)
     apply_history_args(a)
@@ -54,7 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"face val folder not found: {val} (run: bash hw2_download.sh)")
     out = Path(a.out) if a.out else Path(a.checkpoints[0]).parent / "snapshot_eval.jsonl"
 
-    rows = evaluate_snapshots(a.checkpoints, out, lambda c: evaluate_checkpoint(c, val, a.n, face=not a.no_face))
+    rows = evaluate_snapshots(a.checkpoints, out, lambda c: evaluate_checkpoint(c, val, a.n, face=not a.no_face,
+                                                                               candidates=a.candidates),
+                              tag="" if a.candidates is None else f"candidates {a.candidates}")
     for r in rows:
         print(f"{r['checkpoint']}: FID {r['fid']:.2f}"
               + (f", face score {r['face_score']:.1f} %" if "face_score" in r else ""))

@@ -156,6 +156,43 @@ def test_hw2_1_end_to_end(tiny_faces, tmp_path):
     assert "SNDiscriminator(" in (figs / "models.txt").read_text()
 
 
+def test_best_of_k_by_discriminator(tiny_faces, tmp_path):
+    from common.gan import export_state, generate
+    run = run_train(tmp_path, tiny_faces / "face", "B", "--max-steps", "2")
+    ck = load_checkpoint(run / "last.pt")
+    with_d, no_d = tmp_path / "with_d.pt", tmp_path / "no_d.pt"
+    export_state(ck, with_d, include_d=True)
+    export_state(ck, no_d)
+    G, D, cfg, saved = inference.load_models(with_d)
+    assert D is not None and "candidates" not in saved and inference.load_models(no_d)[1] is None
+
+    # each image is, of its K candidate noises, the one D scores highest
+    x, pick = inference.generate_best_of(G, D, 40, cfg.z_dim, k=3, seed=5, batch_size=7)
+    cands = torch.stack([generate(G, 40, cfg.z_dim, seed=inference.candidate_seed(5, j)) for j in range(3)])
+    scores = torch.stack([inference.realness(D, c) for c in cands])
+    assert torch.equal(pick, scores.argmax(0)) and len(set(pick.tolist())) > 1  # not always the same candidate
+    assert torch.allclose(x, cands[pick, torch.arange(40)])
+    assert torch.equal(cands[0], generate(G, 40, cfg.z_dim, seed=5))  # candidate 0 = the plain draw
+    assert (inference.realness(D, x) >= scores[0] - 1e-6).all()  # never worse than the plain image (by D)
+    x1, pick1 = inference.generate_best_of(G, None, 40, cfg.z_dim, k=1, seed=5)
+    assert torch.equal(x1, cands[0]) and not pick1.any()
+
+    # CLI: --candidates 1 is the plain G; the config's candidates is the default; errors name the problem
+    inference.main([str(tmp_path / "plain"), "--checkpoint", str(no_d), "--n", "20"])
+    inference.main([str(tmp_path / "k1"), "--checkpoint", str(with_d), "--n", "20", "--candidates", "1"])
+    inference.main([str(tmp_path / "k3"), "--checkpoint", str(with_d), "--n", "20", "--candidates", "3"])
+    assert _digest(tmp_path / "plain") == _digest(tmp_path / "k1") != _digest(tmp_path / "k3")
+    ck3 = load_checkpoint(with_d)
+    ck3["config"]["candidates"] = 3
+    torch.save(ck3, tmp_path / "k3cfg.pt")
+    inference.main([str(tmp_path / "k3cfg"), "--checkpoint", str(tmp_path / "k3cfg.pt"), "--n", "20"])
+    assert _digest(tmp_path / "k3cfg") == _digest(tmp_path / "k3")
+    with pytest.raises(UserError, match=f"{no_d} keeps no discriminator"):
+        inference.main([str(tmp_path / "x"), "--checkpoint", str(no_d), "--candidates", "2"])
+    with pytest.raises(UserError, match="--candidates must be at least 1, got 0"):
+        inference.main([str(tmp_path / "x"), "--checkpoint", str(with_d), "--candidates", "0"])
+
+
 def p1_figures():
     spec = importlib.util.spec_from_file_location("p1_figures", REPO / "scripts" / "p1_figures.py")
     mod = importlib.util.module_from_spec(spec)
