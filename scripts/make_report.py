@@ -175,18 +175,24 @@ def section_p1(ctx: Ctx) -> str:
         if not ckpt[m].is_file():
             rows.append(f"| {m} | - | not available: no checkpoint {rel(ckpt[m], REPO)} | | | |")
             continue
-        folder = ctx.tmp / f"p1_{m}"
-        quiet(hw2_1, [str(folder), "--checkpoint", str(ckpt[m]), "--n", str(ctx.n_p1), "--device", ctx.device])
-        fid = fid_folder(folder, val, ctx) if val.is_dir() else None
-        is_val, is_text = inception_score_or_reason(folder, ctx)
-        face = face_score(folder).percent
-        res[m] = {"fid": fid, "is": is_val, "face": face}
-        train = info.get("training", {})
-        if is_val is None:
-            is_reason, is_text = is_text, "not available (see below)"
-        steps = train.get("steps_total", info.get("step", "?"))  # a run that went on from earlier runs: all of them
-        rows.append(f"| {m} | {steps} ({train.get('epochs', '?')} epochs) | {fmt(fid)} | {is_text} | "
-                    f"{face:.1f} % | {train.get('device', '?')}, {train.get('hours', '?')} h |")
+        k = int((info.get("config") or {}).get("candidates", 1))
+        # the default (best of k by D when the config says so), then the plain G beside it
+        for label, extra in ([(f"{m} (best of {k} by its D, default)", []), (f"{m}, plain G (`--candidates 1`)",
+                              ["--candidates", "1"])] if k > 1 else [(m, [])]):
+            folder = ctx.tmp / f"p1_{m}{'_plain' if extra else ''}"
+            quiet(hw2_1, [str(folder), "--checkpoint", str(ckpt[m]), "--n", str(ctx.n_p1), "--device", ctx.device,
+                          *extra])
+            fid = fid_folder(folder, val, ctx) if val.is_dir() else None
+            is_val, is_text = inception_score_or_reason(folder, ctx)
+            face = face_score(folder).percent
+            if not extra:
+                res[m] = {"fid": fid, "is": is_val, "face": face}
+            train = info.get("training", {})
+            if is_val is None:
+                is_reason, is_text = is_text, "not available (see below)"
+            steps = train.get("steps_total", info.get("step", "?"))  # a run that went on from earlier runs: all of them
+            rows.append(f"| {label} | {steps} ({train.get('epochs', '?')} epochs) | {fmt(fid)} | {is_text} | "
+                        f"{face:.1f} % | {train.get('device', '?')}, {train.get('hours', '?')} h |")
     real = None
     train_dir = ctx.data / "face" / "train"
     if train_dir.is_dir() and val.is_dir():  # the same metrics on real images, for scale

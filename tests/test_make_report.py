@@ -28,9 +28,10 @@ def tiny_checkpoints(folder: Path, data: Path) -> Path:
     torch.manual_seed(0)
     for m in "AB":
         cfg = dataclasses.replace(method_defaults(m), ngf=4, ndf=4)
-        G, _ = build_models(cfg)
-        export_state({"config": dataclasses.asdict(cfg), "step": 3, "G": G.state_dict(), "ema": None},
-                     folder / f"p1_method{m}.pt")
+        G, D = build_models(cfg)
+        saved = dataclasses.asdict(cfg) | ({"candidates": 2} if m == "B" else {})  # B: best of 2 by its D
+        export_state({"config": saved, "step": 3, "G": G.state_dict(), "D": D.state_dict(), "ema": None},
+                     folder / f"p1_method{m}.pt", include_d=m == "B")
     dcfg = DiffusionConfig(base_channels=8, channel_mults=(1, 1, 1), dropout=0.0)
     torch.save(slim_checkpoint("p2_diffusion", dcfg, build_unet(dcfg).state_dict(), 2), folder / "p2_diffusion.pt")
     for m in ("acgan", "sagan"):
@@ -75,6 +76,10 @@ def test_make_report_fast_writes_every_section(tiny_digits, tmp_path, monkeypatc
     row_a = next(ln for ln in text.splitlines() if ln.startswith("| A |"))
     assert re.search(r"\| \d+\.\d\d \|", row_a) and re.search(r"\d+\.\d %", row_a)
     assert "not available" in row_a or re.search(r"\d\.\d{3} \+- ", row_a)
+    rows_b = [ln for ln in text.splitlines() if ln.startswith("| B")]  # the default (best of 2) and the plain G
+    assert [ln.split(" | ")[0] for ln in rows_b] == ["| B (best of 2 by its D, default)", "| B, plain G (`--candidates 1`)"]
+    fids_b = [re.search(r"\| (\d+\.\d\d) \|", ln).group(1) for ln in rows_b]
+    assert fids_b[0] != fids_b[1]  # other images were measured
     assert "print(model) of methods A and B" in text and "Generator(" in text
     assert "| diffusion |" in text and "real mnistm train" in text
     assert "mnistm->usps" in text or "mnistm → usps" in text or "usps" in text
