@@ -4,6 +4,7 @@ import hashlib
 import importlib.util
 import json
 import math
+import re
 import subprocess
 from pathlib import Path
 
@@ -206,3 +207,15 @@ def test_missing_checkpoint_says_how_to_train(tmp_path, monkeypatch):
         inference.main([str(tmp_path / "out"), "--method", "A"])
     with pytest.raises(UserError, match="checkpoint not found"):
         inference.main([str(tmp_path / "out"), "--checkpoint", str(tmp_path / "x.pt")])
+
+
+def test_bench_p1_times_best_of_k(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_p1", REPO / "scripts" / "bench_p1.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--methods", "B", "--widths", "4", "--batch-size", "4", "--steps", "1", "--warmup", "1",
+                       "--candidates", "1", "3", "--device", "cpu", "--out", str(tmp_path / "b.json")]) == 0
+    row = next(r for r in capsys.readouterr().out.splitlines() if r.startswith("| B | 4 | 4 | "))
+    assert re.search(r"\| K 1: \d+\.\d+, K 3: \d+\.\d+ \|$", row), row
+    info = json.loads((tmp_path / "b.json").read_text())
+    assert set(info["rows"][0]["best_of_s"]) == {"1", "3"}
