@@ -7,6 +7,7 @@ state, written atomically) and samples. Rerunning the same command resumes from 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
@@ -47,6 +48,38 @@ def pick_device(name: str = "auto") -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise UserError(f"unknown device {name!r}") from None
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bfloat16 natively (oneDNN: AVX512-BF16 or AMX), so bf16 autocast is faster
+    than fp32 rather than emulated (slower)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The inference precision ``precision`` means on ``device``: ``auto`` -> fp16 on CUDA, bf16 on a
+    CPU with native bf16 (``cpu_has_bf16``), else fp32; anything else as given (checked)."""
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "fp16"
+    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+
+
+def inference_autocast(precision: str, device: torch.device):
+    """Autocast context for a forward pass at ``resolve_precision(precision, device)`` (fp32: none)."""
+    p = resolve_precision(precision, device)
+    if p == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
 
 
 # ----------------------------------------------------------------------------- config <-> CLI

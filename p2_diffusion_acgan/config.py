@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from common.errors import UserError
-from common.training import config_from_dict
+from common.training import PRECISIONS, config_from_dict
 
 from .model import ACGANDiscriminator, ACGANGenerator, SAGANDiscriminator, SAGANGenerator, UNet
 from .schedulers import SAMPLERS, SPACINGS
@@ -59,12 +59,15 @@ class DiffusionConfig:
     guidance: float = 2.0
     guidance_interval: tuple = (0, 999)  # apply guidance only at timesteps lo..hi (0-based)
     spacing: str = "logsnr"  # timesteps the sampler visits: logsnr (uniform in log SNR) | trailing (uniform in t)
+    precision: str = "auto"  # U-Net forward passes when sampling: auto (CUDA fp16, CPU bf16 where native, else fp32) | fp32 | bf16 | fp16
 
     def validate(self) -> None:
         if self.sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if self.spacing not in SPACINGS:
             raise UserError(f"unknown timestep spacing {self.spacing!r}; choose one of {', '.join(SPACINGS)}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.schedule not in ("linear", "cosine"):
             raise UserError(f"unknown schedule {self.schedule!r} (linear or cosine)")
         if not 0 <= self.p_uncond < 1:

@@ -6,7 +6,7 @@ Default model: the best shipped checkpoint in checkpoints/ (p2_diffusion.pt, p2_
 p2_acgan.pt; the highest ``accuracy`` in the JSON beside each, diffusion first on ties).
 ``--model`` picks one; ``--checkpoint`` any checkpoint written by p2_diffusion_acgan.train
 (``runs/<name>/model.pt`` or ``last.pt``). Diffusion options default to the values saved in the
-checkpoint's config: ``--sampler``, ``--steps``, ``--guidance``, ``--spacing``. GAN options (``--truncation``,
+checkpoint's config: ``--sampler``, ``--steps``, ``--guidance``, ``--spacing``, ``--precision``. GAN options (``--truncation``,
 ``--candidates``, ``--accept-prob``) likewise default to the checkpoint's, else off.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 
 from common.data import save_pngs
 from common.errors import UserError, cli_main
-from common.training import float_state_dict, load_checkpoint, pick_device
+from common.training import PRECISIONS, float_state_dict, load_checkpoint, pick_device
 
 from .config import NUM_CLASSES, build_discriminator, build_generator, build_unet, diffusion_config_from
 from .diffusion import sample
@@ -109,7 +109,8 @@ class Generator:
     def generate(self, y: torch.Tensor, generators: list[torch.Generator], sampler: str | None = None,
                  steps: int | None = None, guidance: float | None = None, callback=None,
                  guidance_interval: tuple[int, int] | None = None, spacing: str | None = None, truncation: float | None = None,
-                 candidates: int | None = None, accept_prob: float | None = None) -> torch.Tensor:
+                 candidates: int | None = None, accept_prob: float | None = None,
+                 precision: str | None = None) -> torch.Tensor:
         """Images for labels y (B,), image i drawn from ``generators[i]`` (batch-independent).
 
         GANs: ``truncation`` psi scales the noise z (psi < 1 trades variety for fidelity).
@@ -123,7 +124,8 @@ class Generator:
             smp = make_sampler(sampler or c.sampler, NoiseSchedule(c.timesteps, c.schedule), spacing or c.spacing)
             return sample(self.net, smp, y, c.guidance if guidance is None else guidance,
                           steps or c.sample_steps, generators, callback=callback,
-                          guidance_interval=tuple(guidance_interval or c.guidance_interval)).cpu()
+                          guidance_interval=tuple(guidance_interval or c.guidance_interval),
+                          precision=precision or c.precision).cpu()
         psi, k, accept = self.gan_options(truncation, candidates, accept_prob)
         xs, scores = self.draw_candidates(y, generators, k, psi)
         if k == 1:
@@ -208,6 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="diffusion timesteps: trailing (uniform in t) or logsnr (uniform in log SNR) (default: checkpoint's)")
     p.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("LO", "HI"),
                    help="apply guidance only at timesteps LO..HI (0-based; default: checkpoint's, all)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="diffusion U-Net forward passes: auto = fp16 on CUDA, bf16 on a CPU that has it natively "
+                        "(~1.7x faster than fp32 there), else fp32 (default: checkpoint's, else auto)")
     p.add_argument("--truncation", type=float, default=None,
                    help="GANs: scale the noise by psi in (0, 1] (default: the checkpoint's, else 1)")
     p.add_argument("--candidates", type=int, default=None, metavar="K",
@@ -239,7 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if gen.kind == "p2_diffusion" and args.steps is not None and args.steps > gen.diff_cfg.timesteps:
         raise UserError(f"--steps {args.steps} is more than the model's {gen.diff_cfg.timesteps} timesteps")
     t0 = time.time()
-    opts = dict(sampler=args.sampler, steps=args.steps, guidance=args.guidance, spacing=args.spacing)
+    opts = dict(sampler=args.sampler, steps=args.steps, guidance=args.guidance, spacing=args.spacing,
+                precision=args.precision)
     if gen.kind != "p2_diffusion":
         opts = {"truncation": args.truncation, "candidates": args.candidates, "accept_prob": args.accept_prob}
     if args.guidance_interval is not None:

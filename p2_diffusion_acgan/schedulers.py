@@ -227,7 +227,78 @@ class DPMSolverPP2MSampler(Sampler):
         return (s_p / s) * x - a_p * math.expm1(-h) * d
 
 
-SAMPLERS = {c.name: c for c in (DDPMSampler, DDIMSampler, DPMSolverPP2MSampler)}
+class UniPCSampler(DPMSolverPP2MSampler):
+    """UniPC (Zhao et al. 2023) in the data prediction with B(h) = e^{-h} - 1 ("bh2"): a multistep
+    predictor UniP-p and, at no extra network call, a corrector UniC-p that redoes each step once the
+    network has seen its end point, using that x0 too. Each call ``step(eps, t, x)`` first corrects x
+    (the predictor's output of the previous call, at which ``eps`` was evaluated), then predicts the
+    next point from the corrected x. With alpha, sigma, lambda as in DPM-Solver++ and h = lambda' - lambda,
+    the update from (x_s, D_0 = x0 at s, D_k = x0 at earlier knots, r_k = (lambda_k - lambda_s) / h) is
+
+        x' = (sigma' / sigma) x_s - alpha' (e^{-h} - 1) D_0 - alpha' B(h) sum_k rho_k (D_k - D_0) / r_k,
+
+    the rho solving the small system R rho = b of the paper's Algorithm 1 (order 2: rho = 1/2, which
+    makes UniP-2 exactly DPM-Solver++(2M)). The corrector adds the new end point (r = 1) to the sum.
+    The last step, to the clean image, is first order (it returns x0). Deterministic."""
+
+    name = "unipc"
+    order = 2
+
+    def reset(self):
+        self._hist: list[tuple[float, torch.Tensor]] = []  # (lambda, x0) at the last ``order`` knots, newest last
+        self._x_last, self._start = None, None  # the (corrected) x the last prediction started from; its (lambda, sigma)
+
+    def _update(self, x: torch.Tensor, lam_s: float, sig_s: float, a_t: float, sig_t: float, lam_t: float,
+                d_t: torch.Tensor | None = None) -> torch.Tensor:
+        """UniP (``d_t`` None) or UniC (``d_t``: x0 at the end point) from x at knot s (lambda_s, sigma_s),
+        whose x0 is ``self._hist[-1]``, the earlier entries being the older knots."""
+        h = lam_t - lam_s
+        d0 = self._hist[-1][1]
+        rks = [(lam_k - lam_s) / h for lam_k, _ in self._hist[:-1]]
+        diffs = [(d_k - d0) / r for (_, d_k), r in zip(self._hist[:-1], rks)]
+        if d_t is not None:
+            rks, diffs = rks + [1.0], diffs + [d_t - d0]
+        b_h = math.expm1(-h)  # e^{-h} - 1: the first-order coefficient, and B(h) ("bh2")
+        out = (sig_t / sig_s) * x - a_t * b_h * d0
+        n = len(rks)
+        if n == 0:
+            return out
+        if n == 1:
+            rhos = [0.5]
+        else:  # R_ij = r_j^(i-1), b_i = i! phi_{i+1}(h) / B(h), phi by the recursion of the paper
+            b, phi, fact = [], b_h / -h - 1, 1
+            for i in range(1, n + 1):
+                b.append(phi * fact / b_h)
+                fact *= i + 1
+                phi = phi / -h - 1 / fact
+            R = torch.tensor([[r ** (i - 1) for r in rks] for i in range(1, n + 1)], dtype=torch.float64)
+            rhos = torch.linalg.solve(R, torch.tensor(b, dtype=torch.float64)).tolist()
+        return out - a_t * b_h * sum(rho * d for rho, d in zip(rhos, diffs))
+
+    def step(self, eps, t, x, generator=None):
+        t = int(t)
+        tp = self.prev(t)
+        a, s, lam = self._alpha_sigma_lambda(self.schedule.ab(t))
+        x0 = self.x0(eps, t, x)
+        if tp < 0:  # final step to the clean image: x' = x0 (first order; a correction of x would not reach it)
+            self.reset()
+            return x0
+        if self._x_last is not None:  # UniC: redo the step that led here, now knowing x0 at its end
+            x = self._update(self._x_last, *self._start, a, s, lam, d_t=x0)
+        self._hist = (self._hist + [(lam, x0)])[-self.order:]
+        self._x_last, self._start = x, (lam, s)
+        a_p, s_p, lam_p = self._alpha_sigma_lambda(self.schedule.ab(tp))
+        return self._update(x, lam, s, a_p, s_p, lam_p)
+
+
+class UniPC3Sampler(UniPCSampler):
+    """UniPC with a third-order predictor (two earlier x0s) and its corrector."""
+
+    name = "unipc3"
+    order = 3
+
+
+SAMPLERS = {c.name: c for c in (DDPMSampler, DDIMSampler, DPMSolverPP2MSampler, UniPCSampler, UniPC3Sampler)}
 
 
 def make_sampler(name: str, schedule: NoiseSchedule, spacing: str = "trailing") -> Sampler:

@@ -68,7 +68,7 @@ def sample_grid_diffusion(model, cfg: DiffusionConfig, path: Path, seed: int = 0
     y = grid_labels()
     sampler = make_sampler(cfg.sampler, NoiseSchedule(cfg.timesteps, cfg.schedule), cfg.spacing)
     x = sample(model, sampler, y, cfg.guidance, cfg.sample_steps, per_image_generators(seed, len(y)),
-               guidance_interval=tuple(cfg.guidance_interval))
+               guidance_interval=tuple(cfg.guidance_interval), precision=cfg.precision)
     save_grid(x, path)
 
 

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.errors import UserError, cli_main  # noqa: E402
 from common.history import add_history_args, add_to_history, apply_history_args, evaluate_snapshots  # noqa: E402
+from common.training import PRECISIONS  # noqa: E402
 from p2_diffusion_acgan.schedulers import SPACINGS  # noqa: E402
 
 
@@ -52,7 +53,8 @@ def evaluate_checkpoint(ckpt: Path, data_root: str, options: list[str], classifi
 def sampling_options(a: argparse.Namespace) -> list[str]:
     """hw2_2 (inference) flags for the sampling options given (GANs read the first two only)."""
     options = ["--candidates", str(a.candidates), "--accept-prob", str(a.accept_prob)]
-    for flag, v in (("--sampler", a.sampler), ("--steps", a.steps), ("--guidance", a.guidance), ("--spacing", a.spacing)):
+    for flag, v in (("--sampler", a.sampler), ("--steps", a.steps), ("--guidance", a.guidance), ("--spacing", a.spacing),
+                    ("--precision", a.precision)):
         if v is not None:
             options += [flag, str(v)]
     if a.guidance_interval is not None:
@@ -78,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--spacing", choices=SPACINGS, default=None, help="diffusion timestep spacing (default: checkpoint's)")
     p.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("LO", "HI"),
                    help="diffusion: guide only at timesteps LO..HI (default: the checkpoint's)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="diffusion U-Net forward passes: auto | fp32 | bf16 | fp16 (default: the checkpoint's)")
     add_history_args(p)
     a = p.parse_args(argv)
     apply_history_args(a)
