@@ -4,6 +4,10 @@ sampler, step count and timestep spacing, and the course-classifier accuracy at 
     python scripts/bench_p2.py                   # short: per-step timings, hw2_2 times extrapolated
     python scripts/bench_p2.py --full            # generate all 1000 images for every setting (+ accuracy)
     python scripts/bench_p2.py --settings ddim:25 dpm++2m:10 dpm++2m:8:trailing --device cuda
+    python scripts/bench_p2.py --settings unipc:12 --precision fp32 bf16 --full --fid
+
+Every diffusion setting is timed at each ``--precision`` of the U-Net's forward passes (default: fp32
+and ``auto``, which is bf16 on a CPU with native bf16, fp16 on CUDA; listed once where they agree).
 
 Networks come from checkpoints/p2_<model>.pt when present (their config), else the default
 configs (untrained: timings only, accuracy 'n/a'). Without --full, a diffusion setting's time is
@@ -25,7 +29,7 @@ import torch  # noqa: E402
 from common.data import save_pngs  # noqa: E402
 from common.errors import UserError, cli_main  # noqa: E402
 from common.gan import GANLoss  # noqa: E402
-from common.training import count_params, load_checkpoint, pick_device  # noqa: E402
+from common.training import PRECISIONS, count_params, inference_autocast, load_checkpoint, pick_device, resolve_precision  # noqa: E402
 from p2_diffusion_acgan.config import DiffusionConfig, build_unet  # noqa: E402
 from p2_diffusion_acgan.diffusion import diffusion_loss, guided_eps  # noqa: E402
 from p2_diffusion_acgan.gan_setup import build_gan, gan_config_class  # noqa: E402
@@ -33,7 +37,7 @@ from p2_diffusion_acgan.inference import CHECKPOINT_DIR, Generator, digit_labels
 from p2_diffusion_acgan.schedulers import SAMPLERS, SPACINGS, NoiseSchedule  # noqa: E402
 
 DEFAULT_SETTINGS = ("ddpm:1000", "ddim:50", "ddim:25", "dpm++2m:20", "dpm++2m:10", "dpm++2m:8", "dpm++2m:8:trailing",
-                    "dpm++2m:6")
+                    "dpm++2m:6", "unipc:12", "unipc:10", "unipc:8")
 
 
 def _sync(dev: torch.device) -> None:
@@ -125,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS),
                    help="sampler:steps[:spacing] (spacing: trailing | logsnr; default the checkpoint's)")
     p.add_argument("--guidance", type=float, default=None, help="default: the checkpoint's (2.0 untrained)")
+    p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32", "auto"],
+                   help="U-Net forward-pass precisions to time each diffusion setting at (default: fp32 auto)")
     p.add_argument("--full", action="store_true", help="generate the 1000 images for every setting (+ accuracy)")
     p.add_argument("--fid", action="store_true", help="also FID vs mnistm val of every generated set (slow on a CPU)")
     p.add_argument("--data-root", default="hw2_data", help="for the FID reference (mnistm val)")
@@ -142,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"bad setting {s!r}: use sampler:steps[:spacing] with sampler in {', '.join(SAMPLERS)} "
                             f"and spacing in {', '.join(SPACINGS)}")
         settings.append((name, int(n), spacing or None))
+    precisions = list(dict.fromkeys(resolve_precision(p, dev) for p in args.precision))  # fp32 auto -> fp32 bf16
     bs = 1000 if dev.type == "cuda" else 250  # as hw2_2.sh
     dev_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"# bench_p2 on {dev_name}, torch {torch.__version__}\n")
@@ -154,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     png_s = png_seconds(Path(args.out) / "png_probe")
     print(f"\n## hw2_2.sh: 1000 images (PNG writing {png_s:.1f} s included)\n")
-    print("| model | sampler | steps | spacing | guidance | seconds for 1000 | accuracy | FID vs val |\n|---|---|---|---|---|---|---|---|")
+    print("| model | sampler | steps | spacing | precision | guidance | seconds for 1000 | accuracy | FID vs val |\n"
+          "|---|---|---|---|---|---|---|---|---|")
 
     def fid(x) -> str:
         if not args.fid:
@@ -168,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             z = torch.randn(1000, net.z_dim, device=dev)
             with torch.no_grad():
                 secs = _timed(lambda: net(z, y_all.to(dev)), dev, 1) + png_s
-            print(f"| {m} | - | 1 | - | - | {secs:.1f} | n/a (untrained) | n/a (untrained) |", flush=True)
+            print(f"| {m} | - | 1 | - | fp32 | - | {secs:.1f} | n/a (untrained) | n/a (untrained) |", flush=True)
             continue
         k_default = gen.gan_options()[1]  # > 1: D's class head ranks k noises per image
         for k in sorted({1, k_default}):  # a GAN makes 1000 images in seconds: always measured
@@ -176,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             x, y, _ = generate_all(gen, batch_size=bs, progress=False, candidates=k)
             secs = time.perf_counter() - t0 + png_s
             sampler = "-" if k == 1 else f"best of {k} by D's class head"
-            print(f"| {m} | {sampler} | 1 | - | - | {secs:.1f} | {accuracy(x, y)} | {fid(x)} |", flush=True)
+            print(f"| {m} | {sampler} | 1 | - | fp32 | - | {secs:.1f} | {accuracy(x, y)} | {fid(x)} |", flush=True)
 
     gen, net, trained = load_or_default("diffusion", dev, args.checkpoints)
     w = args.guidance if args.guidance is not None else (gen.diff_cfg.guidance if gen else 2.0)
@@ -185,22 +193,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     xb = torch.randn(probe, 3, 28, 28, device=dev)
     yb = y_all[:probe].to(dev)
 
-    def one_step():
-        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.float16, enabled=dev.type == "cuda"):
+    def one_step(precision: str):
+        with torch.no_grad(), inference_autocast(precision, dev):
             guided_eps(net, xb, 500, yb, w)
-    step_s = _timed(one_step, dev, 1) * (1000 / probe)
+    step_s = {pr: _timed(lambda: one_step(pr), dev, 1) * (1000 / probe) for pr in precisions}
     for name, n, spacing in settings:
         spacing = spacing or own_spacing
-        if gen is not None and (args.full or dev.type == "cuda"):
-            t0 = time.perf_counter()
-            x, y, _ = generate_all(gen, batch_size=bs, sampler=name, steps=n, guidance=w, spacing=spacing, progress=False)
-            secs, acc, f = f"{time.perf_counter() - t0 + png_s:.1f}", accuracy(x, y), fid(x)
-        else:
-            secs = f"{step_s * n + png_s:.1f} (est.)"
-            acc = f = "n/a (untrained)" if not trained else "n/a (use --full)"
-        print(f"| diffusion | {name} | {n} | {spacing} | {w:g} | {secs} | {acc} | {f} |", flush=True)
+        for pr in precisions:
+            if gen is not None and (args.full or dev.type == "cuda"):
+                t0 = time.perf_counter()
+                x, y, _ = generate_all(gen, batch_size=bs, sampler=name, steps=n, guidance=w, spacing=spacing,
+                                       precision=pr, progress=False)
+                secs, acc, f = f"{time.perf_counter() - t0 + png_s:.1f}", accuracy(x, y), fid(x)
+            else:
+                secs = f"{step_s[pr] * n + png_s:.1f} (est.)"
+                acc = f = "n/a (untrained)" if not trained else "n/a (use --full)"
+            print(f"| diffusion | {name} | {n} | {spacing} | {pr} | {w:g} | {secs} | {acc} | {f} |", flush=True)
+    steps = ", ".join(f"{pr} {t:.2f} s" for pr, t in step_s.items())
     print(f"\n(diffusion network {'from checkpoints/p2_diffusion.pt' if trained else 'of the default config, untrained'}: "
-          f"{count_params(net) / 1e6:.2f}M parameters; one guided step on 1000 images = {step_s:.2f} s)")
+          f"{count_params(net) / 1e6:.2f}M parameters; one guided step on 1000 images: {steps})")
     return 0
 
 

@@ -722,9 +722,12 @@ def test_bench_p2_table_has_a_row_per_setting_with_its_spacing(tmp_path, capsys)
     spec.loader.exec_module(bench)
     args = ["--checkpoints", str(tmp_path / "none"), "--out", str(tmp_path / "b"), "--threads", "1", "--device", "cpu",
             "--train-batch", "4", "--train-steps", "1", "--probe-batch", "4"]
-    assert bench.main([*args, "--settings", "dpm++2m:8:trailing", "ddim:4"]) == 0
+    assert bench.main([*args, "--settings", "dpm++2m:8:trailing", "ddim:4", "--precision", "fp32"]) == 0
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| diffusion | ")]
-    assert rows[-2].startswith("| diffusion | dpm++2m | 8 | trailing | 2 | ") and "(est.)" in rows[-2]
-    assert rows[-1].startswith("| diffusion | ddim | 4 | logsnr | 2 | ")  # the default config's spacing
+    assert rows[-2].startswith("| diffusion | dpm++2m | 8 | trailing | fp32 | 2 | ") and "(est.)" in rows[-2]
+    assert rows[-1].startswith("| diffusion | ddim | 4 | logsnr | fp32 | 2 | ")  # the default config's spacing
+    assert bench.main([*args, "--settings", "unipc:4", "--precision", "fp32", "bf16", "fp32"]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| diffusion | unipc | ")]
+    assert [r.split(" | ")[4] for r in rows] == ["fp32", "bf16"]  # one row per precision, listed once
     with pytest.raises(UserError, match="'ddim:4:uniform'"):
         bench.main([*args, "--settings", "ddim:4:uniform"])
