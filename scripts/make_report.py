@@ -358,7 +358,9 @@ def p2_setting(gen, opts: dict) -> str:
     """How a problem-2 row was sampled, from the checkpoint's defaults and the row's overrides."""
     if gen.kind == "p2_diffusion":
         c = gen.diff_cfg
-        return f"{c.sampler}, {opts.get('steps', c.sample_steps)} steps ({c.spacing} spacing), w = {c.guidance:g}"
+        from common.training import resolve_precision
+        return (f"{c.sampler}, {opts.get('steps', c.sample_steps)} steps ({c.spacing} spacing), w = {c.guidance:g}, "
+                f"{resolve_precision(c.precision, gen.device)} U-Net")
     _, k, accept = gen.gan_options(candidates=opts.get("candidates"))
     if k == 1:
         return "one forward pass"

@@ -54,7 +54,7 @@ def sampling_options(a: argparse.Namespace) -> list[str]:
     """hw2_2 (inference) flags for the sampling options given (GANs read the first two only)."""
     options = ["--candidates", str(a.candidates), "--accept-prob", str(a.accept_prob)]
     for flag, v in (("--sampler", a.sampler), ("--steps", a.steps), ("--guidance", a.guidance), ("--spacing", a.spacing),
-                    ("--precision", a.precision)):
+                    ("--precision", a.precision), ("--seed", a.seed)):
         if v is not None:
             options += [flag, str(v)]
     if a.guidance_interval is not None:
@@ -80,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--spacing", choices=SPACINGS, default=None, help="diffusion timestep spacing (default: checkpoint's)")
     p.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("LO", "HI"),
                    help="diffusion: guide only at timesteps LO..HI (default: the checkpoint's)")
+    p.add_argument("--seed", type=int, default=None, help="another draw than hw2_2.sh's seed 0 (robustness checks)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="diffusion U-Net forward passes: auto | fp32 | bf16 | fp16 (default: the checkpoint's)")
     add_history_args(p)
