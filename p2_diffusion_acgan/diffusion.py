@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.training import inference_autocast
+from common.training import inference_autocast, resolve_precision
 
 from .schedulers import Generators, NoiseSchedule, Sampler, randn
 
@@ -67,6 +67,7 @@ def sample(model: nn.Module, sampler: Sampler, y: torch.Tensor, guidance: float,
     """
     lo, hi = guidance_interval if guidance_interval is not None else (0, sampler.schedule.num_timesteps - 1)
     dev = next(model.parameters()).device
+    precision = resolve_precision(precision, dev)  # once, not per step (auto asks oneDNN about the CPU)
     y = y.to(dev)
     x = randn((len(y), *shape), generator, dev)
     sampler.set_timesteps(steps)

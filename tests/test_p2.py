@@ -276,7 +276,7 @@ def test_sampler_orders_of_accuracy():
 
 
 def test_unipc_predictor_is_dpm_solver_pp_2m_before_its_corrector():
-    """UniP-2 with B(h) = e^{-h} - 1 is DPM-Solver++(2M): the first two steps agree; from the third the
+    """UniP-2 with B(h) = e^{-h} - 1 is DPM-Solver++(2M): the first step agrees; from the second call on the
     corrector (which needs the x0 at the end of a step) makes UniPC differ."""
     sch = NoiseSchedule(1000)
     dpm, uni = make_sampler("dpm++2m", sch, "logsnr"), make_sampler("unipc", sch, "logsnr")
