@@ -24,9 +24,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import list_images, load_image, to_float, to_uint8
-from .errors import DataError, UserError
-from .training import load_checkpoint
+from common.data import list_images, load_image, to_float, to_uint8
+from common.errors import DataError, UserError
+from common.training import load_checkpoint
 
 DEFAULT_CLASSIFIER = Path(__file__).resolve().parents[1].parent / "shared" / "evaluators" / "Classifier.pth"
 

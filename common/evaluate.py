@@ -17,11 +17,11 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from .errors import UserError, cli_main
+from common.errors import UserError, cli_main
 
 
 def _fid(a) -> dict:
-    from . import fid
+    from common import fid
     n_gen, n_ref = (len(fid.fid_image_files(p)) if not str(p).endswith(".npz") else None for p in (a.gen, a.ref))
     value = fid.fid_from_folders(a.gen, a.ref, batch_size=a.batch_size, device=a.device,
                                  cache_ref=not a.no_cache, progress=True, dims=a.dims)
@@ -29,27 +29,27 @@ def _fid(a) -> dict:
 
 
 def _is(a) -> dict:
-    from .inception_score import inception_score
-    from .fid import fid_image_files
+    from common.inception_score import inception_score
+    from common.fid import fid_image_files
     mean, std = inception_score(a.gen, splits=a.splits, batch_size=a.batch_size, device=a.device, progress=True)
     return {"is": mean, "is_std": std, "n": len(fid_image_files(a.gen))}
 
 
 def _face(a) -> dict:
-    from .face_score import face_score
+    from common.face_score import face_score
     r = face_score(a.gen, progress=True)
     return {"face": r.percent, "n_one_face": r.n_one_face, "n": r.n, "unreadable": r.unreadable}
 
 
 def _digits(a) -> dict:
-    from .digit_classifier import accuracy_of_folder
+    from common.digit_classifier import accuracy_of_folder
     r = accuracy_of_folder(a.gen, a.classifier, progress=True)
     return {"digits": r.accuracy, "per_digit": {str(d): v for d, v in r.per_digit.items()}, "n": r.n,
             "counts": {str(d): c for d, c in r.counts.items()}}
 
 
 def _uda(a) -> dict:
-    from .uda import uda_accuracy
+    from common.uda import uda_accuracy
     r = uda_accuracy(a.pred_csv, a.gt_csv)
     return {"uda": r.accuracy, "correct": r.correct, "n": r.n,
             "missing_in_pred": r.missing_in_pred, "extra_in_pred": r.extra_in_pred}
@@ -126,5 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console entry point: ``main`` with one-line errors."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -25,8 +25,8 @@ from typing import Iterable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .data import list_images
-from .errors import DataError, UserError
+from common.data import list_images
+from common.errors import DataError, UserError
 
 UPSAMPLE = 1  # face_recognition's default number_of_times_to_upsample
 
@@ -87,6 +87,6 @@ def face_score(folder: str | os.PathLike, progress: bool = False) -> FaceScore:
 
 def face_score_of_images(images, progress: bool = False) -> FaceScore:
     """Face score of an in-memory batch (N,3,H,W) uint8, or float in [-1,1] (quantised like a PNG)."""
-    from .fid import as_uint8_batch
+    from common.fid import as_uint8_batch
     x = as_uint8_batch(images).permute(0, 2, 3, 1).cpu().numpy()
     return _score(iter(x), [str(i) for i in range(len(x))], progress)

@@ -56,9 +56,9 @@ from pytorch_fid.fid_score import IMAGE_EXTENSIONS as PF_IMAGE_EXTENSIONS
 from pytorch_fid.fid_score import calculate_frechet_distance
 from pytorch_fid.inception import FID_WEIGHTS_URL, InceptionV3
 
-from .data import to_uint8
-from .errors import DataError, UserError
-from .training import atomic_torch_save, pick_device
+from common.data import to_uint8
+from common.errors import DataError, UserError
+from common.training import atomic_torch_save, pick_device
 
 DIMS = 2048  # pool3
 FID_WEIGHTS_NAME = FID_WEIGHTS_URL.rsplit("/", 1)[-1]  # pt_inception-2015-12-05-6726825d.pth

@@ -92,9 +92,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import to_float
-from .errors import UserError
-from .training import (CHECKPOINT_VERSION, EMA, load_states, GracefulStop, MetricsLog, NonFiniteLoss, atomic_torch_save,
+from common.data import to_float
+from common.errors import UserError
+from common.training import (CHECKPOINT_VERSION, EMA, load_states, GracefulStop, MetricsLog, NonFiniteLoss, atomic_torch_save,
                        atomic_write_json, check_finite, float_state_dict, half_state_dict, load_checkpoint,
                        pick_device, rng_state, seed_everything, set_rng_state)
 

@@ -24,8 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .errors import UserError
-from .training import atomic_write_bytes, load_checkpoint, read_jsonl
+from common.errors import UserError
+from common.training import atomic_write_bytes, load_checkpoint, read_jsonl
 
 METRIC_LABELS = {"face_score": "face score (%)", "accuracy": "course-classifier accuracy (%)"}
 
@@ -237,5 +237,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from .errors import cli_main
+    from common.errors import cli_main
     cli_main(main)

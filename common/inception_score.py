@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from scipy.special import rel_entr
 
-from .errors import UserError
-from .fid import _device, image_batches
+from common.errors import UserError
+from common.fid import _device, image_batches
 
 IS_WEIGHTS_URL = "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth"
 

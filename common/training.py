@@ -18,13 +18,13 @@ import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from .errors import UserError
+from common.errors import UserError
 
 CHECKPOINT_VERSION = 1
 C = TypeVar("C")

@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .data import read_label_csv
-from .errors import DataError
+from common.data import read_label_csv
+from common.errors import DataError
 
 
 @dataclass

@@ -13,7 +13,7 @@ from common.errors import UserError
 from common.gan import GANConfig, validate_config
 from common.training import config_from_dict
 
-from .model import Discriminator, Generator, SNDiscriminator
+from p1_gan.model import Discriminator, Generator, SNDiscriminator
 
 METHODS = ("A", "B")
 EPOCH_IMAGES = 38464  # face/train

@@ -24,7 +24,7 @@ from common.errors import UserError, cli_main
 from common.gan import generate, generator_state_dict
 from common.training import float_state_dict, load_checkpoint, pick_device
 
-from .config import METHODS, build_generator, build_models, config_from_checkpoint
+from p1_gan.config import METHODS, build_generator, build_models, config_from_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -137,5 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console entry point: ``main`` with one-line errors."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    run()

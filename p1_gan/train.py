@@ -29,7 +29,7 @@ from common.gan import generate, train_gan
 from common.training import (add_config_args, atomic_torch_save, config_from_args, config_from_dict, count_params,
                              pick_device)
 
-from .config import METHODS, P1Config, build_models, check_config, method_defaults
+from p1_gan.config import METHODS, P1Config, build_models, check_config, method_defaults
 
 
 def load_faces(train_dir: Path, limit: int | None = None, cache_dir: Path | None = None) -> torch.Tensor:
@@ -135,5 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console entry point: ``main`` with one-line errors."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    run()

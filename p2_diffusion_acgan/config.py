@@ -12,8 +12,8 @@ from torch import nn
 from common.errors import UserError
 from common.training import PRECISIONS, config_from_dict
 
-from .model import ACGANDiscriminator, ACGANGenerator, SAGANDiscriminator, SAGANGenerator, UNet
-from .schedulers import SAMPLERS, SPACINGS
+from p2_diffusion_acgan.model import ACGANDiscriminator, ACGANGenerator, SAGANDiscriminator, SAGANGenerator, UNet
+from p2_diffusion_acgan.schedulers import SAMPLERS, SPACINGS
 
 NUM_CLASSES = 10
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from common.training import inference_autocast, resolve_precision
 
-from .schedulers import Generators, NoiseSchedule, Sampler, randn
+from p2_diffusion_acgan.schedulers import Generators, NoiseSchedule, Sampler, randn
 
 
 def diffusion_loss(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, y: torch.Tensor,

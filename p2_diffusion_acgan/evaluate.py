@@ -14,7 +14,7 @@ from torch import nn
 
 from common.data import digit_dataset
 
-from .schedulers import per_image_generators, randn
+from p2_diffusion_acgan.schedulers import per_image_generators, randn
 
 EVAL_PER_DIGIT = 100
 
@@ -63,8 +63,8 @@ def _scalars(d: dict) -> dict:
 
 def diffusion_eval_fn(model: nn.Module, cfg) -> dict:
     """Accuracy of 1000 EMA samples with the config's sampler/steps/guidance (train.py hook)."""
-    from .diffusion import sample
-    from .schedulers import NoiseSchedule, make_sampler
+    from p2_diffusion_acgan.diffusion import sample
+    from p2_diffusion_acgan.schedulers import NoiseSchedule, make_sampler
     y = _eval_labels()
     smp = make_sampler(cfg.sampler, NoiseSchedule(cfg.timesteps, cfg.schedule), cfg.spacing)
     x = sample(model, smp, y, cfg.guidance, cfg.sample_steps, per_image_generators(0, len(y)),

@@ -17,7 +17,7 @@ from common.errors import UserError
 from common.gan import GANConfig, export_generator
 from common.gan import train_gan as shared_train_gan
 
-from .config import build_discriminator, build_generator
+from p2_diffusion_acgan.config import build_discriminator, build_generator
 
 
 NUM_CLASSES = 10
@@ -92,7 +92,7 @@ def build_gan(cfg: P2GANConfig) -> tuple[nn.Module, nn.Module]:
 
 def train_gan(model: str, cfg: P2GANConfig, run_dir: str | Path, progress: bool = True) -> dict:
     """Train (or resume) ``acgan`` / ``sagan``; writes run_dir/model.pt (EMA G, fp16) for inference."""
-    from .train import grid_labels, load_train_data  # no cycle at import time
+    from p2_diffusion_acgan.train import grid_labels, load_train_data  # no cycle at import time
 
     if cfg.arch != model:
         raise UserError(f"config arch {cfg.arch!r} does not match --model {model}")
@@ -106,7 +106,7 @@ def train_gan(model: str, cfg: P2GANConfig, run_dir: str | Path, progress: bool 
 
     eval_fn = None
     if cfg.eval_every > 0:
-        from .evaluate import gan_eval_fn
+        from p2_diffusion_acgan.evaluate import gan_eval_fn
         eval_fn = gan_eval_fn
         if not cfg.best_metric:
             cfg = dataclasses.replace(cfg, best_metric="accuracy", best_mode="max")

@@ -24,10 +24,10 @@ from common.data import save_pngs
 from common.errors import UserError, cli_main
 from common.training import PRECISIONS, float_state_dict, load_checkpoint, pick_device
 
-from .config import NUM_CLASSES, build_discriminator, build_generator, build_unet, diffusion_config_from
-from .diffusion import sample
-from .model import SAGANDiscriminator
-from .schedulers import SAMPLERS, SPACINGS, NoiseSchedule, make_sampler, per_image_generators, randn
+from p2_diffusion_acgan.config import NUM_CLASSES, build_discriminator, build_generator, build_unet, diffusion_config_from
+from p2_diffusion_acgan.diffusion import sample
+from p2_diffusion_acgan.model import SAGANDiscriminator
+from p2_diffusion_acgan.schedulers import SAMPLERS, SPACINGS, NoiseSchedule, make_sampler, per_image_generators, randn
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT_DIR = REPO / "checkpoints"
@@ -257,5 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console entry point: ``main`` with one-line errors."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -28,9 +28,9 @@ from common.training import (CHECKPOINT_VERSION, EMA, load_states, GracefulStop,
                              half_state_dict, load_checkpoint, pick_device, rng_state, seed_everything,
                              set_rng_state)
 
-from .config import DiffusionConfig, build_unet
-from .diffusion import diffusion_loss, sample
-from .schedulers import NoiseSchedule, make_sampler, per_image_generators
+from p2_diffusion_acgan.config import DiffusionConfig, build_unet
+from p2_diffusion_acgan.diffusion import diffusion_loss, sample
+from p2_diffusion_acgan.schedulers import NoiseSchedule, make_sampler, per_image_generators
 
 MODELS = ("diffusion", "acgan", "sagan")
 
@@ -199,7 +199,7 @@ def train_diffusion(cfg: DiffusionConfig, run_dir: str | Path,
 def _config_class(model: str):
     if model == "diffusion":
         return DiffusionConfig
-    from .gan_setup import gan_config_class
+    from p2_diffusion_acgan.gan_setup import gan_config_class
     return gan_config_class(model)
 
 
@@ -229,15 +229,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if model == "diffusion":
         eval_fn = None
         if cfg.eval_every:
-            from .evaluate import diffusion_eval_fn
+            from p2_diffusion_acgan.evaluate import diffusion_eval_fn
             eval_fn = diffusion_eval_fn
         rec = train_diffusion(cfg, run, eval_fn=eval_fn, progress=not args.no_progress)
     else:
-        from .gan_setup import train_gan
+        from p2_diffusion_acgan.gan_setup import train_gan
         rec = train_gan(model, cfg, run, progress=not args.no_progress)
     print(f"done: {run} {json.dumps(rec)}")
     return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console entry point: ``main`` with one-line errors."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -23,7 +23,7 @@ from common.data import IMAGE_EXTENSIONS, is_image_file, load_image, to_float
 from common.errors import DataError, UserError, cli_main
 from common.training import atomic_write_bytes, pick_device
 
-from .train import DOMAINS, load_model
+from p3_dann.train import DOMAINS, load_model
 
 REPO = Path(__file__).resolve().parents[1]
 # target domain -> (source domain of its scenario, shipped checkpoint)
@@ -124,5 +124,10 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console entry point: ``main`` with one-line errors."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -43,8 +43,8 @@ from common.training import (EMA, CHECKPOINT_VERSION, GracefulStop, MetricsLog, 
                              config_from_dict, count_params, half_state_dict, load_checkpoint,
                              pick_device, rng_state, seed_everything, set_rng_state)
 
-from .adapt import Augment, DomainAdversarialLoss, dann_lambda, dann_lr, pseudo_label_loss
-from .model import DANN
+from p3_dann.adapt import Augment, DomainAdversarialLoss, dann_lambda, dann_lr, pseudo_label_loss
+from p3_dann.model import DANN
 
 DOMAINS = ("mnistm", "svhn", "usps")
 MODES = ("source", "dann", "target", "improved")
@@ -368,5 +368,10 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console entry point: ``main`` with one-line errors."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    run()

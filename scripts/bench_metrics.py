@@ -9,17 +9,14 @@ On CUDA it also times channels_last (same fp32 numbers up to rounding).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 from typing import Sequence
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common.errors import UserError, cli_main  # noqa: E402
-from common.fid import fid_inception  # noqa: E402
-from common.training import pick_device  # noqa: E402
+from common.errors import UserError, cli_main
+from common.fid import fid_inception
+from common.training import pick_device
 
 
 @torch.no_grad()

@@ -19,23 +19,20 @@ import dataclasses
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402
+import torch
 
-from common.data import TensorBatches, save_pngs  # noqa: E402
-from common.errors import cli_main  # noqa: E402
-from common.gan import export_state, generate, train_gan  # noqa: E402
-from common.training import atomic_write_json, load_checkpoint, pick_device, read_jsonl  # noqa: E402
-from p1_gan.config import build_models, method_defaults  # noqa: E402
+from common.data import TensorBatches, save_pngs
+from common.errors import cli_main
+from common.gan import export_state, generate, train_gan
+from common.training import atomic_write_json, load_checkpoint, pick_device, read_jsonl
+from p1_gan.config import build_models, method_defaults
 
 
 def device_name(device: torch.device) -> str:

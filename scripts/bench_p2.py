@@ -17,24 +17,22 @@ accuracy needs real weights and the course classifier, and is measured with --fu
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from common.data import save_pngs  # noqa: E402
-from common.errors import UserError, cli_main  # noqa: E402
-from common.gan import GANLoss  # noqa: E402
-from common.training import PRECISIONS, count_params, inference_autocast, load_checkpoint, pick_device, resolve_precision  # noqa: E402
-from p2_diffusion_acgan.config import DiffusionConfig, build_unet  # noqa: E402
-from p2_diffusion_acgan.diffusion import diffusion_loss, guided_eps  # noqa: E402
-from p2_diffusion_acgan.gan_setup import build_gan, gan_config_class  # noqa: E402
-from p2_diffusion_acgan.inference import CHECKPOINT_DIR, Generator, digit_labels_and_names, generate_all  # noqa: E402
-from p2_diffusion_acgan.schedulers import SAMPLERS, SPACINGS, NoiseSchedule  # noqa: E402
+from common.data import save_pngs
+from common.errors import UserError, cli_main
+from common.gan import GANLoss
+from common.training import PRECISIONS, count_params, inference_autocast, load_checkpoint, pick_device, resolve_precision
+from p2_diffusion_acgan.config import DiffusionConfig, build_unet
+from p2_diffusion_acgan.diffusion import diffusion_loss, guided_eps
+from p2_diffusion_acgan.gan_setup import build_gan, gan_config_class
+from p2_diffusion_acgan.inference import CHECKPOINT_DIR, Generator, digit_labels_and_names, generate_all
+from p2_diffusion_acgan.schedulers import SAMPLERS, SPACINGS, NoiseSchedule
 
 DEFAULT_SETTINGS = ("ddpm:1000", "ddim:50", "ddim:25", "dpm++2m:20", "dpm++2m:10", "dpm++2m:8", "dpm++2m:8:trailing",
                     "dpm++2m:6", "unipc:12", "unipc:10", "unipc:8")

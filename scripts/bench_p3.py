@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from common.errors import cli_main  # noqa: E402
-from common.training import EMA, pick_device  # noqa: E402
-from p3_dann.inference import predict_labels  # noqa: E402
-from p3_dann.train import MODE_DEFAULTS, AdaptationStep, Config, build_model  # noqa: E402
+from common.errors import cli_main
+from common.training import EMA, pick_device
+from p3_dann.inference import predict_labels
+from p3_dann.train import MODE_DEFAULTS, AdaptationStep, Config, build_model
 
 EPOCH_IMAGES = {"source": 47201, "dann": 47201, "improved": 47201, "target": 5833}
 

@@ -30,13 +30,10 @@ from pathlib import Path
 from typing import Sequence
 
 REPO = Path(__file__).resolve().parents[1]
-for p in (REPO, REPO / "scripts"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
 
-import torch  # noqa: E402
+import torch
 
-from common.errors import UserError, cli_main  # noqa: E402
+from common.errors import UserError, cli_main
 
 P2_MODELS = ("diffusion", "acgan", "sagan")
 

@@ -13,16 +13,14 @@ model's training history (``common/history.py``; the offset = the steps of the s
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.errors import UserError, cli_main  # noqa: E402
-from common.history import add_history_args, add_to_history, apply_history_args, evaluate_snapshots  # noqa: E402
+from common.errors import UserError, cli_main
+from common.history import add_history_args, add_to_history, apply_history_args, evaluate_snapshots
 
 
 def evaluate_checkpoint(ckpt: Path, val: Path, n: int = 1000, face: bool = True, candidates: int | None = None) -> dict:

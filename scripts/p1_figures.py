@@ -12,22 +12,19 @@ skipped with a note.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Sequence
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402
+import torch
 
-from common.data import list_images, load_image, to_float  # noqa: E402
-from common.errors import cli_main  # noqa: E402
-from common.gan import generate, save_grid  # noqa: E402
-from common.training import read_jsonl  # noqa: E402
-from p1_gan.config import build_models, method_defaults  # noqa: E402
-from p1_gan.inference import default_checkpoint, load_generator  # noqa: E402
+from common.data import list_images, load_image, to_float
+from common.errors import cli_main
+from common.gan import generate, save_grid
+from common.training import read_jsonl
+from p1_gan.config import build_models, method_defaults
+from p1_gan.inference import default_checkpoint, load_generator
 
 
 def first32(method: str, images: str | None, checkpoint: str | None) -> torch.Tensor | None:

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.errors import UserError, cli_main  # noqa: E402
+from common.errors import UserError, cli_main
 
 
 def sweep(checkpoint: str | Path, k: int, probs: Sequence[float], seed: int = 0, batch_size: int = 250,

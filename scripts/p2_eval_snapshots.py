@@ -16,18 +16,16 @@ are skipped, so an interrupted run resumes. ``--history`` as in ``scripts/p1_eva
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.errors import UserError, cli_main  # noqa: E402
-from common.history import add_history_args, add_to_history, apply_history_args, evaluate_snapshots  # noqa: E402
-from common.training import PRECISIONS  # noqa: E402
-from p2_diffusion_acgan.schedulers import SPACINGS  # noqa: E402
+from common.errors import UserError, cli_main
+from common.history import add_history_args, add_to_history, apply_history_args, evaluate_snapshots
+from common.training import PRECISIONS
+from p2_diffusion_acgan.schedulers import SPACINGS
 
 
 def evaluate_checkpoint(ckpt: Path, data_root: str, options: list[str], classifier: str | None = None,

@@ -13,21 +13,19 @@ Writes into OUT:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from common.errors import cli_main  # noqa: E402
-from common.training import config_from_dict, count_params, load_checkpoint  # noqa: E402
-from p2_diffusion_acgan.config import DiffusionConfig, build_unet  # noqa: E402
-from p2_diffusion_acgan.gan_setup import build_gan, gan_config_class  # noqa: E402
-from p2_diffusion_acgan.inference import CHECKPOINT_DIR, MODELS, Generator  # noqa: E402
-from p2_diffusion_acgan.schedulers import SAMPLERS, per_image_generators  # noqa: E402
-from p2_diffusion_acgan.train import grid_labels, save_grid  # noqa: E402
+from common.errors import cli_main
+from common.training import config_from_dict, count_params, load_checkpoint
+from p2_diffusion_acgan.config import DiffusionConfig, build_unet
+from p2_diffusion_acgan.gan_setup import build_gan, gan_config_class
+from p2_diffusion_acgan.inference import CHECKPOINT_DIR, MODELS, Generator
+from p2_diffusion_acgan.schedulers import SAMPLERS, per_image_generators
+from p2_diffusion_acgan.train import grid_labels, save_grid
 
 
 def architecture_text(model: str, config: dict | None) -> str:

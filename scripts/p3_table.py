@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.errors import cli_main  # noqa: E402
-from common.training import pick_device  # noqa: E402
-from p3_dann.analysis import SCENARIOS, checkpoint_path, evaluate_checkpoint  # noqa: E402
+from common.errors import cli_main
+from common.training import pick_device
+from p3_dann.analysis import SCENARIOS, checkpoint_path, evaluate_checkpoint
 
 ORDER = ("source", "dann", "improved", "target")
 

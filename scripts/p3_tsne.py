@@ -9,21 +9,19 @@ side (coloured by digit class, and by domain) into ``<out>/tsne_<source>_<target
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from sklearn.manifold import TSNE  # noqa: E402
+import matplotlib.pyplot as plt
+from sklearn.manifold import TSNE
 
-from common.errors import UserError, cli_main  # noqa: E402
-from common.training import pick_device  # noqa: E402
-from p3_dann.analysis import SCENARIOS, checkpoint_path, domain_features  # noqa: E402
-from p3_dann.train import MODES  # noqa: E402
+from common.errors import UserError, cli_main
+from common.training import pick_device
+from p3_dann.analysis import SCENARIOS, checkpoint_path, domain_features
+from p3_dann.train import MODES
 
 
 def plot_tsne(ck: Path, data_root: str, out: Path, n: int, device, cache_dir: str) -> Path:

@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.errors import UserError, cli_main  # noqa: E402
-from common.history import mark_shipped, read_history  # noqa: E402
-from common.training import atomic_torch_save, atomic_write_json, half_state_dict, load_checkpoint  # noqa: E402
+from common.errors import UserError, cli_main
+from common.history import mark_shipped, read_history
+from common.training import atomic_torch_save, atomic_write_json, half_state_dict, load_checkpoint
 
 SAMPLING_KEYS = ("truncation", "candidates", "accept_prob")  # GAN inference options a config may gain
 HEADLINE = ("step", "metrics", "accuracy", "accuracy_1000", "fid_vs_mnistm_val", "metrics_command", "source",

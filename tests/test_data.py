@@ -6,7 +6,7 @@ from PIL import Image
 from common.data import (ImageFolder, TensorBatches, digit_dataset, digit_split, list_images, paired_batches,
                          read_label_csv, to_float, to_uint8)
 from common.errors import DataError
-from tests.conftest import make_digit_domain, needs_data
+from tests.conftest import needs_data
 
 
 def test_digit_dataset_rgb_and_usps_to_rgb(tiny_digits):

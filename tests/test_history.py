@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
 import pytest
 import torch
@@ -13,10 +12,8 @@ from common.errors import UserError
 from common.history import (add_to_history, checkpoint_step, evaluate_snapshots, mark_shipped, plot_history,
                             read_history, stage_summary)
 from common.training import read_jsonl
-from tests.conftest import REPO
 
-sys.path.insert(0, str(REPO / "scripts"))
-import p2_eval_snapshots  # noqa: E402
+import p2_eval_snapshots
 
 
 def test_evaluate_snapshots_runs_each_checkpoint_once(tmp_path):

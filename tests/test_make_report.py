@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import REPO, make_face_folder
+from tests.conftest import make_face_folder
 
-sys.path.insert(0, str(REPO / "scripts"))
 
 
 def tiny_checkpoints(folder: Path, data: Path) -> Path:

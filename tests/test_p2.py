@@ -585,7 +585,6 @@ def test_gan_candidates_ranked_by_the_class_head(tiny_digits, tmp_path):
         with pytest.raises(UserError, match=msg):
             p2inference.main([str(tmp_path / "x"), "--checkpoint", str(run / "last.pt"), *bad])
     # shipped with --discriminator (fp16 D) and a default K in its config: hw2_2.sh ranks by default
-    sys.path.insert(0, str(REPO / "scripts"))
     import ship_checkpoint
     ship_checkpoint.ship(run / "model.pt", "p2_acgan", tmp_path / "ck", [], ["candidates=3"], "", run / "last.pt")
     shipped = load_checkpoint(tmp_path / "ck" / "p2_acgan.pt")
@@ -686,7 +685,6 @@ def test_init_from_starts_a_new_run_from_shipped_weights(tiny_digits, tmp_path):
 
 
 def test_accept_sweep_scores_the_images_hw2_2_would_write(tiny_digits, tmp_path):
-    sys.path.insert(0, str(REPO / "scripts"))
     import p2_accept_sweep
     import ship_checkpoint
     from p2_diffusion_acgan.evaluate import classifier_accuracy

@@ -13,8 +13,7 @@ from common.history import add_to_history, read_history
 from common.training import load_checkpoint
 from tests.conftest import REPO
 
-sys.path.insert(0, str(REPO / "scripts"))
-import ship_checkpoint  # noqa: E402
+import ship_checkpoint
 
 
 def test_ship_moves_old_headline_to_previous_and_keeps_d(tmp_path):
