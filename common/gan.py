@@ -5,7 +5,7 @@ Three pieces, as in NVlabs' stylegan2-ada (``loss.accumulate_gradients(phase)`` 
 ``GANConfig`` (dataclass)
     Every setting of the loop. A problem subclasses it to add its model fields
     (``@dataclass class P1Config(GANConfig): ngf: int = 64``), builds it from the CLI with
-    ``common.training.add_config_args`` / ``config_from_args``; the loop saves it as
+    ``common.cli.add_config_args`` / ``config_from_args``; the loop saves it as
     ``config.json`` and inside every checkpoint. Main fields:
 
     - objective: ``loss`` in ``bce`` (non-saturating, Goodfellow et al. 2014), ``hinge``
@@ -27,7 +27,7 @@ Three pieces, as in NVlabs' stylegan2-ada (``loss.accumulate_gradients(phase)`` 
       ``max_steps``.
     - bookkeeping: ``seed``, ``device``, ``amp`` (auto|bf16|fp16|off; CUDA only),
       ``channels_last``, ``log_every``, ``sample_every``, ``n_samples``, ``eval_every``,
-      ``best_metric``/``best_mode``, ``ckpt_every`` (steps) and ``ckpt_minutes``.
+      ``best_metric``/``best_mode``, ``save_every`` (steps) and ``save_every_min``.
 
 ``GANLoss(G, D, cfg)``
     ``accumulate_gradients(phase, real, cond, reg=False, backward=...) -> {name: detached tensor}``:
@@ -44,8 +44,8 @@ Three pieces, as in NVlabs' stylegan2-ada (``loss.accumulate_gradients(phase)`` 
     ``ema_bn_stats``), ``eval_fn(G_eval, step) -> {name: float}`` every ``eval_every`` steps (FID on a
     subset for faces, digit accuracy for problem 2; ``best.pt`` keeps the best by
     ``best_metric``), resume from ``run_dir/last.pt`` when the same command is rerun (G, D, EMA,
-    both optimisers, GradScaler, step, RNG), atomic checkpoints every ``ckpt_every`` steps /
-    ``ckpt_minutes`` minutes and on SIGTERM/SIGINT, NaN/inf loss -> ``NonFiniteLoss`` (one-line
+    both optimisers, GradScaler, step, RNG), atomic checkpoints every ``save_every`` steps /
+    ``save_every_min`` minutes and on SIGTERM/SIGINT, NaN/inf loss -> ``NonFiniteLoss`` (one-line
     message, the last good checkpoint is kept).
 
 Model contract
@@ -106,44 +106,44 @@ class GANConfig:
     """Settings of ``train_gan`` (see the module docstring). Subclass it to add model fields."""
 
     # objective
-    loss: str = "bce"
-    gp_weight: float = 0.0
-    r1_gamma: float = 0.0
-    reg_every: int = 1
-    aux_weight: float = 0.0
+    loss: str = "bce"  # adversarial loss: bce (non-saturating) | hinge | wgan | lsgan
+    gp_weight: float = 0.0  # WGAN-GP gradient penalty weight (10 with loss wgan; 0: off)
+    r1_gamma: float = 0.0  # R1 penalty on real images, gamma / 2 * |grad D|^2 (0: off)
+    reg_every: int = 1  # lazy regularisation: the penalty every k-th D step, weighted by k
+    aux_weight: float = 0.0  # ACGAN class-loss weight (needs conditional true; 0: no class head)
     aux_fake_weight: float = 1.0  # ACGAN: weight of D's class loss on fakes (0: D's classifier sees real images only)
-    diffaug: str = ""
-    phases: str = "D,G"
+    diffaug: str = ""  # DiffAugment policy on every D input, e.g. color,translation,cutout ('': none)
+    phases: str = "D,G"  # phases of one step, in order: D,G | D,D,D,D,D,G (n_critic 5) | D,G,G
     # conditioning
-    conditional: bool = False
-    cond_in_d: bool = False
-    num_classes: int = 0
+    conditional: bool = False  # class labels flow from the batch to G (and D)
+    cond_in_d: bool = False  # D is called D(x, c) (projection / concatenation) instead of D(x)
+    num_classes: int = 0  # classes of the conditional model (sample grids use one column each)
     # optimisation
-    z_dim: int = 100
-    batch_size: int = 64
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    ema_decay: float = 0.0
-    ema_bn_stats: bool = True
-    max_steps: int = 10000
+    z_dim: int = 100  # length of G's noise vector z
+    batch_size: int = 64  # real images per D phase (per process)
+    lr_g: float = 2e-4  # Adam learning rate of G
+    lr_d: float = 2e-4  # Adam learning rate of D (TTUR: often 2x lr_g)
+    beta1: float = 0.5  # Adam beta1 of both optimisers
+    beta2: float = 0.999  # Adam beta2 of both optimisers
+    ema_decay: float = 0.0  # EMA decay of G's weights, used for samples, evaluation and export (0: no EMA)
+    ema_bn_stats: bool = True  # recompute the EMA G's BatchNorm statistics from its own outputs before use
+    max_steps: int = 10000  # total training steps (one step = one pass over the phase list)
     # bookkeeping
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "auto"
-    channels_last: bool = True
+    seed: int = 0  # seed of weights, batch order and noise
+    device: str = "auto"  # auto (cuda when present) | cpu | cuda | cuda:N
+    amp: str = "auto"  # mixed precision on CUDA: auto | bf16 | fp16 | off (the CPU trains in fp32)
+    channels_last: bool = True  # channels_last memory format for G and D
     threads: int = 0  # CPU threads for torch (0: torch's default); two jobs on a 2-core CPU: give each 1
-    log_every: int = 50
-    sample_every: int = 500
-    n_samples: int = 64
-    eval_every: int = 0
-    best_metric: str = ""
-    best_mode: str = "min"
-    ckpt_every: int = 1000
-    ckpt_minutes: float = 5.0
+    log_every: int = 50  # steps between rows of metrics.jsonl
+    sample_every: int = 500  # steps between sample grids of fixed noise in samples/ (0: off)
+    n_samples: int = 64  # images in each sample grid
+    eval_every: int = 0  # steps between evaluations (FID for faces, accuracy for digits; 0: off)
+    best_metric: str = ""  # evaluation metric whose best value keeps best.pt ('': none)
+    best_mode: str = "min"  # min (FID) or max (accuracy): which value of best_metric is best
+    save_every: int = 1000  # steps between atomic last.pt saves (0: by time only)
+    save_every_min: float = 5.0  # minutes between atomic last.pt saves
     snapshot_every: int = 0  # >0: also keep the shipped form (G / EMA, fp16) every N steps in snapshots/
-    # going on from earlier weights in a NEW run folder (the GPU's resume states are too big to carry back)
+    # going on from earlier weights in a NEW run folder
     init_from: str = ""  # G (and EMA) from a shipped checkpoint / snapshot / last.pt; D too where the file has one
     d_warmup: int = 0  # the first N steps train D only (a fresh D catching up with an initialised G)
 
@@ -693,8 +693,8 @@ def train_gan(G: nn.Module, D: nn.Module, data: Iterable | Callable[[int], Itera
                 last_eval = evaluate()
             if cfg.snapshot_every > 0 and step % cfg.snapshot_every == 0:
                 export_state(state(), run_dir / "snapshots" / f"step_{step:07d}.pt", source=f"{run_dir.name} step {step}")
-            if (cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0) or \
-                    time.time() - t_ckpt > cfg.ckpt_minutes * 60:
+            if (cfg.save_every > 0 and step % cfg.save_every == 0) or \
+                    time.time() - t_ckpt > cfg.save_every_min * 60:
                 atomic_torch_save(state(), last_path)
                 t_ckpt = time.time()
     bar.close()

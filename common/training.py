@@ -1,4 +1,4 @@
-"""Training utilities shared by every problem: seeding, device, config CLI, atomic checkpoints,
+"""Training utilities shared by every problem: seeding, device, precision, atomic checkpoints,
 EMA, metrics.jsonl, clean stop on SIGTERM/SIGINT, NaN guard.
 
 A run folder (``runs/<name>/``) holds ``config.json``, ``metrics.jsonl``, ``last.pt`` (full resume
@@ -6,10 +6,8 @@ state, written atomically) and samples. Rerunning the same command resumes from 
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
-import dataclasses
 import json
 import math
 import os
@@ -83,53 +81,6 @@ def inference_autocast(precision: str, device: torch.device):
 
 
 # ----------------------------------------------------------------------------- config <-> CLI
-def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add one ``--field-name`` option per dataclass field (bool fields take true/false)."""
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore
-        flag = "--" + f.name.replace("_", "-")
-        kind = type(default)
-        if kind is bool:
-            parser.add_argument(flag, type=_parse_bool, default=None, metavar="true|false",
-                                help=f"(default {default})")
-        elif isinstance(default, (tuple, list)):
-            elem = type(default[0]) if default else str
-            parser.add_argument(flag, type=elem, nargs="+", default=None, help=f"(default {default})")
-        else:
-            parser.add_argument(flag, type=kind if default is not None else str, default=None,
-                                help=f"(default {default})")
-
-
-def config_from_args(cls: type[C], args: argparse.Namespace, base: C | None = None) -> C:
-    """Build ``cls`` from ``base`` (or defaults), overriding fields given on the command line."""
-    cfg = base if base is not None else cls()
-    changes = {}
-    for f in dataclasses.fields(cls):
-        v = getattr(args, f.name, None)
-        if v is not None:
-            default = getattr(cfg, f.name)
-            changes[f.name] = tuple(v) if isinstance(default, tuple) else v
-    return dataclasses.replace(cfg, **changes)
-
-
-def config_from_dict(cls: type[C], d: dict) -> C:
-    """Rebuild a config saved with ``dataclasses.asdict``; unknown keys are ignored, lists -> tuples."""
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    kw = {}
-    for k, v in d.items():
-        if k in names:
-            kw[k] = tuple(v) if isinstance(v, list) else v
-    return cls(**kw)
-
-
-def _parse_bool(s: str) -> bool:
-    if s.lower() in ("1", "true", "yes", "on"):
-        return True
-    if s.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
-
-
 # ----------------------------------------------------------------------------- files
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write via a temp file in the same folder + ``os.replace``: never a half-written file."""

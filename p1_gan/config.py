@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from common.errors import UserError
 from common.gan import GANConfig, validate_config
-from common.training import config_from_dict
+from common.cli import config_from_dict
 
 from p1_gan.model import Discriminator, Generator, SNDiscriminator
 
@@ -23,12 +23,12 @@ EPOCH_IMAGES = 38464  # face/train
 class P1Config(GANConfig):
     """``GANConfig`` + problem 1 fields. ``eval_every`` > 0 computes FID of ``fid_n`` images vs face/val."""
 
-    method: str = "B"
-    ngf: int = 64
-    ndf: int = 64
+    method: str = "B"  # A: reference DCGAN | B: spectral-norm hinge GAN with DiffAugment, EMA and TTUR
+    ngf: int = 64  # generator width (channels of its last hidden layer)
+    ndf: int = 64  # discriminator width (channels of its first layer)
     d_extra: bool = False  # method B: SNGAN "standard CNN" D (extra 3x3 convs, ~2x D cost)
     d_arch: str = "auto"  # auto (A: dcgan, B: sn) | dcgan (BatchNorm D) | sn (spectral-norm D)
-    fid_n: int = 1000
+    fid_n: int = 1000  # generated images per FID evaluation (against face/val)
 
 
 def method_defaults(method: str) -> P1Config:

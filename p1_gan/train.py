@@ -1,13 +1,13 @@
 """Train the face GANs of problem 1 with the shared loop (common/gan.py).
 
-    python -m p1_gan.train --method A --data hw2_data/face               # -> runs/p1_A/
-    python -m p1_gan.train --method B --data hw2_data/face --ngf 32 --ndf 32 --max-steps 20000
-    python -m p1_gan.train --method B --dry-run                          # 2 steps on 64 images
+    python -m p1_gan.train --method A                     # hw2_data/face/train -> runs/p1_A/
+    python -m p1_gan.train --method B --ngf 32 --ndf 32 --max-steps 20000
+    python -m p1_gan.train --method B --dry-run           # 2 steps on 64 images in a throw-away folder
 
 Rerunning the same command resumes from ``<run-dir>/last.pt`` (the saved config.json is the base;
 options given on the command line override it, e.g. a larger ``--max-steps``). Ctrl-C / SIGTERM
 saves and exits. Every ``--eval-every`` steps the FID of ``--fid-n`` images (EMA generator) against
-``<data>/val`` is logged and the best state kept as ``best.pt``; ship it with
+``face/val`` is logged and the best state kept as ``best.pt``; ship it with
 ``python -m p1_gan.export runs/p1_B/best.pt checkpoints/p1_methodB.pt``.
 """
 from __future__ import annotations
@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -26,8 +25,8 @@ import torch
 from common.data import ImageFolder, TensorBatches, list_images
 from common.errors import DataError, UserError, cli_main
 from common.gan import generate, train_gan
-from common.training import (add_config_args, atomic_torch_save, config_from_args, config_from_dict, count_params,
-                             pick_device)
+from common.training import (atomic_torch_save, count_params, pick_device)
+from common.cli import add_config_args, add_deprecated, add_run_args, config_from_args, config_from_dict, dry_run_dir, examples
 
 from p1_gan.config import METHODS, P1Config, build_models, check_config, method_defaults
 
@@ -64,15 +63,25 @@ def make_fid_eval(val_dir: Path, n: int, z_dim: int, device: torch.device):
     return eval_fn
 
 
+def face_folder(data: str | Path) -> Path:
+    """The face folder (holding train/ and val/): ``data/face`` of a hw2_data folder, or ``data`` itself."""
+    data = Path(data)
+    return data / "face" if (data / "face" / "train").is_dir() or not (data / "train").is_dir() else data
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m p1_gan.train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="hw2_data/face", help="face folder holding train/ (and val/ for FID)")
-    p.add_argument("--run-dir", default=None, help="run folder (default runs/p1_<method>)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
-    p.add_argument("--cache-dir", default="runs/p1_cache", help="where the decoded training set is cached")
-    p.add_argument("--dry-run", action="store_true", help="smoke run: 2 steps on 64 images in a fresh folder")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    p = argparse.ArgumentParser(
+        prog="python -m p1_gan.train", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples("python -m p1_gan.train --method B                     # runs/p1_B/, resumable",
+                        "python -m p1_gan.train --method A --device cuda --max-steps 6000",
+                        "python -m p1_gan.train --method B --threads 1 --no-progress   # beside other work on a CPU"))
+    add_run_args(p, data_default="hw2_data", data_help="data folder holding face/train (and face/val for FID); a face "
+                 "folder itself also works", run_default="runs/p1_<method>")
+    p.add_argument("--max-images", type=int, default=None, help="use only the first N training images (default: all)")
+    add_deprecated(p, "--limit", "--max-images", "max_images", type=int)
+    p.add_argument("--cache-dir", default="runs/p1_cache",
+                   help="where the decoded training set is cached as one tensor (default: runs/p1_cache)")
     add_config_args(p, P1Config)
     return p
 
@@ -97,20 +106,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"unknown method {args.method!r} (choose A or B)")
     method = args.method or "B"
     if args.dry_run:
-        run_dir = Path(args.run_dir or f"runs/p1_dryrun_{method}")
-        shutil.rmtree(run_dir, ignore_errors=True)
-        args.limit = min(args.limit or 64, 64)
+        run_dir = dry_run_dir(args.run_dir, f"p1_{method}")
+        args.max_images = min(args.max_images or 64, 64)
     else:
         run_dir = Path(args.run_dir or f"runs/p1_{method}")
     cfg = resolve_config(args, run_dir)
     if args.dry_run:
         cfg = dataclasses.replace(cfg, max_steps=2, batch_size=16, sample_every=2, eval_every=0, log_every=1)
-    data = Path(args.data)
+    data = face_folder(args.data)
     train_dir = data / "train"
     if not train_dir.is_dir():
         raise DataError(f"training folder not found: {train_dir} (run: bash hw2_download.sh)")
     device = pick_device(cfg.device)
-    x = load_faces(train_dir, args.limit, Path(args.cache_dir))
+    x = load_faces(train_dir, args.max_images, Path(args.cache_dir))
     if len(x) < cfg.batch_size:
         raise DataError(f"{len(x)} training images in {train_dir} is fewer than batch size {cfg.batch_size}")
     if device.type == "cuda":

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from torch import nn
 
 from common.errors import UserError
-from common.training import PRECISIONS, config_from_dict
+from common.training import (PRECISIONS)
+from common.cli import config_from_dict
 
 from p2_diffusion_acgan.model import ACGANDiscriminator, ACGANGenerator, SAGANDiscriminator, SAGANGenerator, UNet
 from p2_diffusion_acgan.schedulers import SAMPLERS, SPACINGS

@@ -23,10 +23,8 @@ from tqdm import tqdm
 
 from common.data import TensorBatches, digit_dataset, to_float
 from common.errors import UserError, cli_main
-from common.training import (CHECKPOINT_VERSION, EMA, load_states, GracefulStop, MetricsLog, add_config_args, atomic_torch_save,
-                             atomic_write_json, check_finite, config_from_args, config_from_dict, count_params,
-                             half_state_dict, load_checkpoint, pick_device, rng_state, seed_everything,
-                             set_rng_state)
+from common.training import (CHECKPOINT_VERSION, EMA, load_states, GracefulStop, MetricsLog, atomic_torch_save, atomic_write_json, check_finite, count_params, half_state_dict, load_checkpoint, pick_device, rng_state, seed_everything, set_rng_state)
+from common.cli import add_config_args, config_from_args, config_from_dict
 
 from p2_diffusion_acgan.config import DiffusionConfig, build_unet
 from p2_diffusion_acgan.diffusion import diffusion_loss, sample

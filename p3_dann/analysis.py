@@ -7,7 +7,9 @@ from pathlib import Path
 
 import torch
 
-from p3_dann.train import MODES, Config, accuracy, load_domain, load_model, predict
+from p3_dann.config import MODES, Config
+from p3_dann.data import load_domain
+from p3_dann.evaluate import accuracy, load_model, predict
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = (("mnistm", "svhn"), ("mnistm", "usps"), ("svhn", "mnistm"), ("usps", "svhn"))

@@ -23,7 +23,8 @@ from common.data import IMAGE_EXTENSIONS, is_image_file, load_image, to_float
 from common.errors import DataError, UserError, cli_main
 from common.training import atomic_write_bytes, pick_device
 
-from p3_dann.train import DOMAINS, load_model
+from p3_dann.config import DOMAINS
+from p3_dann.evaluate import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 # target domain -> (source domain of its scenario, shipped checkpoint)

@@ -13,8 +13,8 @@ Modes (target labels are used only by ``target`` and for evaluation):
 
 The shipped ``improved`` model is two runs: the defaults above, then a self-training stage from its
 weights without the adversarial loss, a slower teacher and a stricter threshold:
-    python -m p3_dann.train --mode improved --init runs/p3_mnistm_usps_improved/final.pt \
-        --run-dir runs/p3_mnistm_usps_improved_stage2 --steps 2000 --lr 3e-4 --domain-weight 0 \
+    python -m p3_dann.train --mode improved --init-from runs/p3_mnistm_usps_improved/final.pt \
+        --run-dir runs/p3_mnistm_usps_improved_stage2 --max-steps 2000 --lr 3e-4 --domain-weight 0 \
         --ema-decay 0.998 --threshold 0.95
 
 The run folder (``runs/p3_<source>_<target>_<mode>`` by default) holds config.json, metrics.jsonl,
@@ -29,132 +29,26 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common.data import TensorBatches, digit_dataset, digit_split, to_float
+from common.cli import add_config_args, add_run_args, config_from_args, config_from_dict, dry_run_dir, examples
+from common.data import TensorBatches, to_float
 from common.errors import UserError, cli_main
-from common.training import (EMA, CHECKPOINT_VERSION, GracefulStop, MetricsLog, add_config_args,
-                             atomic_torch_save, atomic_write_json, check_finite, config_from_args,
-                             config_from_dict, count_params, half_state_dict, load_checkpoint,
-                             pick_device, rng_state, seed_everything, set_rng_state)
+from common.training import (CHECKPOINT_VERSION, EMA, GracefulStop, MetricsLog, atomic_torch_save, atomic_write_json,
+                             check_finite, count_params, half_state_dict, load_checkpoint, pick_device, rng_state,
+                             seed_everything, set_rng_state)
 
 from p3_dann.adapt import Augment, DomainAdversarialLoss, dann_lambda, dann_lr, pseudo_label_loss
+from p3_dann.config import MODE_DEFAULTS, MODES, Config, build_model, check_config
+from p3_dann.data import load_domain
+from p3_dann.evaluate import accuracy, load_model
 from p3_dann.model import DANN
 
-DOMAINS = ("mnistm", "svhn", "usps")
-MODES = ("source", "dann", "target", "improved")
-
-
-@dataclass
-class Config:
-    source: str = "mnistm"
-    target: str = "usps"
-    mode: str = "dann"
-    data_root: str = "hw2_data"
-    cache_dir: str = "runs/p3_cache"   # decoded uint8 tensors, '' = no cache
-    # model
-    width: int = 32
-    input_norm: str = "instance"
-    # optimisation
-    steps: int = 4000
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    augment_source: str = "weak"
-    augment_target: str = "weak"       # the target view the loss (dann) / teacher (improved) sees
-    # dann / improved
-    domain_weight: float = 1.0         # 0 turns the adversarial loss off
-    gamma: float = 10.0                # lambda warm-start 2/(1+exp(-gamma p))-1
-    # improved (mean teacher + pseudo-labels)
-    augment_student: str = "strong"
-    ema_decay: float = 0.99
-    threshold: float = 0.9
-    pseudo_weight: float = 1.0
-    init: str = ""                     # start from this checkpoint's weights (final.pt / exported), e.g.
-                                       # a second self-training stage on top of a first improved run
-    # bookkeeping
-    log_every: int = 50                # training losses -> metrics.jsonl
-    eval_every: int = 500              # + validation accuracies
-    eval_source_max: int = 2000
-    save_every_s: float = 120.0
-    seed: int = 0
-    device: str = "auto"
-    threads: int = 0                   # torch CPU threads, 0 = torch default
-
-
-# Per-mode defaults (the command line overrides them).
-MODE_DEFAULTS: dict[str, dict] = {
-    "source": dict(steps=4000),
-    "target": dict(steps=4000),
-    "dann": dict(steps=4000, domain_weight=0.3),  # 1.0 oscillated (92.1 % vs 97.7 % on usps val)
-    "improved": dict(steps=4000, augment_source="strong"),
-}
-
-
-def check_config(cfg: Config) -> None:
-    for name in ("source", "target"):
-        if getattr(cfg, name) not in DOMAINS:
-            raise UserError(f"unknown {name} domain {getattr(cfg, name)!r}; choose from {', '.join(DOMAINS)}")
-    if cfg.mode not in MODES:
-        raise UserError(f"unknown mode {cfg.mode!r}; choose from {', '.join(MODES)}")
-    for name in ("augment_source", "augment_target", "augment_student"):
-        if getattr(cfg, name) not in ("none", "weak", "strong"):
-            raise UserError(f"--{name.replace('_', '-')} must be none, weak or strong")
-    if cfg.steps < 1 or cfg.batch_size < 2:
-        raise UserError("--steps must be >= 1 and --batch-size >= 2")
-
-
-def build_model(cfg: Config) -> DANN:
-    return DANN(width=cfg.width, input_norm=cfg.input_norm)
-
-
-# ----------------------------------------------------------------------------- data
-def load_domain(cfg: Config, domain: str, split: str, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """All images of one split as uint8 (N, 3, 28, 28) + labels (N,), cached in ``cfg.cache_dir``."""
-    s = digit_split(cfg.data_root, domain, split)
-    key = f"{s.csv.resolve()}:{s.csv.stat().st_size}:{s.csv.stat().st_mtime_ns}"
-    cache = Path(cfg.cache_dir) / f"{domain}_{split}.pt" if cfg.cache_dir else None
-    if cache is not None and cache.is_file():
-        try:
-            d = torch.load(cache, weights_only=True)
-            if d["key"] == key:
-                return d["x"], d["y"]
-        except Exception:
-            pass  # stale or broken cache: decode again
-    ds = digit_dataset(cfg.data_root, domain, split, channels=3)
-    ds.size = 28  # resize anything that is not 28x28 (e.g. an older USPS copy at 16x16)
-    x, y = ds.load_all(progress=progress)
-    if cache is not None:
-        atomic_torch_save({"key": key, "x": x, "y": y}, cache)
-    return x, y
-
-
-# ----------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 512,
-            features: bool = False) -> torch.Tensor:
-    """Logits (N, 10) -- or features (N, D) -- of uint8 (N, 3, H, W) images, in eval mode, on CPU."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for i in range(0, len(x), batch_size):
-        xb = to_float(x[i:i + batch_size].to(device))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out.append((model.features(xb) if features else model(xb)).float().cpu())
-    model.train(was_training)
-    return torch.cat(out)
-
-
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
-    return (predict(model, x, device).argmax(1) == y).float().mean().item()
-
-
-# ----------------------------------------------------------------------------- training
 
 class AdaptationStep:
     """One optimisation step of any mode: ``(x_l, y_l, x_u, p, step) -> record dict``.
@@ -208,7 +102,7 @@ class AdaptationStep:
         return rec
 
 
-def train(cfg: Config, run_dir: Path, max_steps: int = 0, export: str = "", command: str = "",
+def train(cfg: Config, run_dir: Path, stop_after: int = 0, export: str = "", command: str = "",
           progress: bool = True) -> dict:
     """Train (or resume) one run; returns the final summary dict (also written to final.json)."""
     check_config(cfg)
@@ -220,8 +114,8 @@ def train(cfg: Config, run_dir: Path, max_steps: int = 0, export: str = "", comm
 
     saved_cfg = run_dir / "config.json"
     if (run_dir / "last.pt").is_file() and saved_cfg.is_file():
-        old = json.loads(saved_cfg.read_text())
-        if old != dataclasses.asdict(cfg):
+        old = config_from_dict(Config, json.loads(saved_cfg.read_text()))
+        if old != cfg:
             raise UserError(f"{run_dir} holds a run with a different config; pass another --run-dir or delete it")
     atomic_write_json(saved_cfg, dataclasses.asdict(cfg))
 
@@ -238,12 +132,12 @@ def train(cfg: Config, run_dir: Path, max_steps: int = 0, export: str = "", comm
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.init:
-        init_model, init_cfg = load_model(cfg.init)
+    if cfg.init_from:
+        init_model, init_cfg = load_model(cfg.init_from)
         if (init_cfg.width, init_cfg.input_norm) != (cfg.width, cfg.input_norm):
-            raise UserError(f"--init {cfg.init}: its width/input_norm differ from this run's")
+            raise UserError(f"--init-from {cfg.init_from}: its width/input_norm differ from this run's")
         model.load_state_dict(init_model.state_dict())
-    ema = EMA(model, cfg.ema_decay, warmup=not cfg.init) if cfg.mode == "improved" else None
+    ema = EMA(model, cfg.ema_decay, warmup=not cfg.init_from) if cfg.mode == "improved" else None
     step, elapsed = 0, 0.0
     if (run_dir / "last.pt").is_file():
         st = load_checkpoint(run_dir / "last.pt", "resume state")
@@ -272,21 +166,21 @@ def train(cfg: Config, run_dir: Path, max_steps: int = 0, export: str = "", comm
         m = eval_model()
         return {"target_val_acc": accuracy(m, x_tv, y_tv, device), "source_val_acc": accuracy(m, x_sv, y_sv, device)}
 
-    stop_at = cfg.steps if max_steps <= 0 else min(cfg.steps, step + max_steps)
+    stop_at = cfg.max_steps if stop_after <= 0 else min(cfg.max_steps, step + stop_after)
     model.train()
     t0, last_save = time.time(), time.time()
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"{cfg.source}->{cfg.target} {cfg.mode}", disable=not progress,
+    bar = tqdm(total=cfg.max_steps, initial=step, desc=f"{cfg.source}->{cfg.target} {cfg.mode}", disable=not progress,
                mininterval=2.0)
     with GracefulStop() as stopper:
         while step < stop_at and not stopper.requested:
-            p = step / cfg.steps
+            p = step / cfg.max_steps
             xb, yb = next(batches_l)
             rec = step_fn(xb, yb, next(batches_u)[0] if adapt else None, p, step)
             step += 1
             bar.update(1)
             if step % 20 == 0:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items()})
-            do_eval = step % cfg.eval_every == 0 or step == cfg.steps
+            do_eval = step % cfg.eval_every == 0 or step == cfg.max_steps
             if do_eval or step % cfg.log_every == 0:
                 ev = {}
                 if do_eval:
@@ -297,7 +191,7 @@ def train(cfg: Config, run_dir: Path, max_steps: int = 0, export: str = "", comm
                     if progress:
                         bar.write(f"step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in ev.items()))
                 log.write(step=step, lr=cfg.lr * dann_lr(p), elapsed=round(elapsed + time.time() - t0, 1), **rec, **ev)
-            if time.time() - last_save > cfg.save_every_s:
+            if time.time() - last_save > cfg.save_every_min * 60:
                 elapsed += time.time() - t0
                 t0 = time.time()
                 save_state()
@@ -305,13 +199,13 @@ def train(cfg: Config, run_dir: Path, max_steps: int = 0, export: str = "", comm
         elapsed += time.time() - t0
         save_state()
     bar.close()
-    if step < cfg.steps:
-        print(f"stopped at step {step}/{cfg.steps}; rerun the same command to resume", file=sys.stderr)
+    if step < cfg.max_steps:
+        print(f"stopped at step {step}/{cfg.max_steps}; rerun the same command to resume", file=sys.stderr)
         return {"step": step, "finished": False}
     ev = evaluate()
     total = elapsed
-    if cfg.init and Path(cfg.init).with_suffix(".json").is_file():  # count the first stage's time too
-        first = json.loads(Path(cfg.init).with_suffix(".json").read_text())
+    if cfg.init_from and Path(cfg.init_from).with_suffix(".json").is_file():  # count the first stage's time too
+        first = json.loads(Path(cfg.init_from).with_suffix(".json").read_text())
         total += float(first.get("train_time_total_s", first.get("train_time_s", 0)))
     summary = {"scenario": f"{cfg.source}->{cfg.target}", "mode": cfg.mode, "step": step,
                "train_time_s": round(elapsed, 1), "train_time_total_s": round(total, 1), "device": str(device), "params": count_params(model),
@@ -332,38 +226,36 @@ def export_checkpoint(final: dict, summary: dict, path: Path) -> None:
     print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
 
 
-def load_model(path: str | Path, device: torch.device | None = None) -> tuple[DANN, Config]:
-    """Rebuild a model from a final/exported checkpoint's config alone (fp16 weights become fp32)."""
-    ck = load_checkpoint(path, "train one with python -m p3_dann.train")
-    if not isinstance(ck, dict) or "config" not in ck or "model" not in ck:
-        raise UserError(f"{path} is not a p3_dann checkpoint (needs 'config' and 'model')")
-    cfg = config_from_dict(Config, ck["config"])
-    model = build_model(cfg)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["model"].items()})
-    return model.to(device or torch.device("cpu")).eval(), cfg
-
-
 # ----------------------------------------------------------------------------- CLI
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m p3_dann.train", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples("python -m p3_dann.train --mode dann                  # mnistm -> usps, runs/p3_mnistm_usps_dann/",
+                        "python -m p3_dann.train --mode improved --export checkpoints/p3_mnistm_usps_improved.pt",
+                        "python -m p3_dann.train --mode source --device cuda --max-steps 8000"))
+    add_run_args(p, data_default=None, data_help="", run_default="runs/p3_<source>_<target>_<mode>")
+    p.add_argument("--stop-after", type=int, default=0,
+                   help="stop (resumably) after this many steps of this invocation; 0 runs to --max-steps (default: 0)")
+    p.add_argument("--export", default="", help="also write the final model as fp16 weights plus PATH.json (for checkpoints/)")
+    add_config_args(p, Config, flags={"data_root": "--data"}, deprecated={"--steps": "max_steps", "--init": "init_from"})
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(parser, Config)
-    parser.add_argument("--run-dir", default="", help="default runs/p3_<source>_<target>_<mode>")
-    parser.add_argument("--max-steps", type=int, default=0, help="stop (resumably) after this many steps")
-    parser.add_argument("--dry-run", action="store_true", help="3 steps with batch 8, no cache: a smoke test")
-    parser.add_argument("--export", default="", help="also write fp16 weights + JSON here (checkpoints/...)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     mode = args.mode or Config.mode
     if mode not in MODES:
         raise UserError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     cfg = config_from_args(Config, args, base=Config(**MODE_DEFAULTS[mode]))
     if args.dry_run:
-        cfg = dataclasses.replace(cfg, steps=3, batch_size=8, eval_every=3, cache_dir="")
-    run_dir = Path(args.run_dir or f"runs/p3_{cfg.source}_{cfg.target}_{cfg.mode}")
+        cfg = dataclasses.replace(cfg, max_steps=3, batch_size=8, eval_every=3, cache_dir="")
+        run_dir = dry_run_dir(args.run_dir, "p3")
+    else:
+        run_dir = Path(args.run_dir or f"runs/p3_{cfg.source}_{cfg.target}_{cfg.mode}")
     command = "python -m p3_dann.train " + shlex.join(argv)
-    summary = train(cfg, run_dir, args.max_steps, args.export, command, progress=not args.quiet)
+    summary = train(cfg, run_dir, args.stop_after, args.export, command, progress=not args.no_progress)
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
     return 0
 

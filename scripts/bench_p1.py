@@ -44,7 +44,7 @@ def device_name(device: torch.device) -> str:
 def bench_train(method: str, width: int, batch: int, steps: int, warmup: int, device: str, tmp: Path) -> dict:
     cfg = dataclasses.replace(method_defaults(method), ngf=width, ndf=width, batch_size=batch,
                               max_steps=warmup + steps, log_every=1, sample_every=0, eval_every=0,
-                              ckpt_every=0, ckpt_minutes=1e9, device=device)
+                              save_every=0, save_every_min=1e9, device=device)
     x = (torch.rand(max(4 * batch, 256), 3, 64, 64) * 255).to(torch.uint8)
     run = tmp / f"train_{method}_{width}"
     G, D = build_models(cfg)

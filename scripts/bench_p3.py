@@ -20,7 +20,8 @@ import torch
 from common.errors import cli_main
 from common.training import EMA, pick_device
 from p3_dann.inference import predict_labels
-from p3_dann.train import MODE_DEFAULTS, AdaptationStep, Config, build_model
+from p3_dann.config import MODE_DEFAULTS, Config, build_model
+from p3_dann.train import AdaptationStep
 
 EPOCH_IMAGES = {"source": 47201, "dann": 47201, "improved": 47201, "target": 5833}
 
@@ -47,8 +48,8 @@ def bench_mode(mode: str, steps: int, device: torch.device, warmup: int = 3) -> 
     per_step = b * (2 if xu is not None else 1)
     epoch_steps = EPOCH_IMAGES[mode] // b
     return {"mode": mode, "steps_per_s": round(1 / dt, 2), "train_img_per_s": round(per_step / dt, 1),
-            "epoch_s": round(epoch_steps * dt, 1), "default_steps": cfg.steps,
-            "est_training_min": round(cfg.steps * dt / 60, 1)}
+            "epoch_s": round(epoch_steps * dt, 1), "default_steps": cfg.max_steps,
+            "est_training_min": round(cfg.max_steps * dt / 60, 1)}
 
 
 @torch.no_grad()

@@ -20,7 +20,8 @@ from typing import Sequence
 import torch
 
 from common.errors import cli_main
-from common.training import config_from_dict, count_params, load_checkpoint
+from common.training import (count_params, load_checkpoint)
+from common.cli import config_from_dict
 from p2_diffusion_acgan.config import DiffusionConfig, build_unet
 from p2_diffusion_acgan.gan_setup import build_gan, gan_config_class
 from p2_diffusion_acgan.inference import CHECKPOINT_DIR, MODELS, Generator

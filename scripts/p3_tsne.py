@@ -21,7 +21,7 @@ from sklearn.manifold import TSNE
 from common.errors import UserError, cli_main
 from common.training import pick_device
 from p3_dann.analysis import SCENARIOS, checkpoint_path, domain_features
-from p3_dann.train import MODES
+from p3_dann.config import MODES
 
 
 def plot_tsne(ck: Path, data_root: str, out: Path, n: int, device, cache_dir: str) -> Path:

@@ -85,7 +85,7 @@ def make_data(conditional: str = "", n: int = 64, bs: int = 8, seed: int = 0, pe
 
 def cfg_(**kw) -> GANConfig:
     base = dict(z_dim=Z, batch_size=8, max_steps=4, log_every=1, sample_every=2, n_samples=8,
-                ckpt_every=2, device="cpu", ema_decay=0.9)
+                save_every=2, device="cpu", ema_decay=0.9)
     base.update(kw)
     return GANConfig(**base)
 

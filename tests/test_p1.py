@@ -109,7 +109,7 @@ def test_fid_hook_keeps_best(tiny_faces, tmp_path, monkeypatch):
 
 
 def test_train_errors(tmp_path):
-    with pytest.raises(UserError, match="training folder not found: .*nope/train"):
+    with pytest.raises(UserError, match="training folder not found: .*nope/face/train"):
         train.main(["--data", str(tmp_path / "nope"), "--run-dir", str(tmp_path / "r")])
     with pytest.raises(UserError, match="unknown method 'C'"):
         train.main(["--method", "C", "--run-dir", str(tmp_path / "r")])

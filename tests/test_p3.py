@@ -19,11 +19,13 @@ from common.training import read_jsonl
 from p3_dann import inference
 from p3_dann.adapt import Augment, dann_lambda, dann_lr, pseudo_label_loss
 from p3_dann.model import DANN, grad_reverse
-from p3_dann.train import Config, load_model, train
+from p3_dann.config import Config
+from p3_dann.evaluate import load_model
+from p3_dann.train import train
 from tests.conftest import DATA, REPO, needs_data
 
 STEPS = 40
-TINY = dict(width=8, batch_size=16, log_every=1, eval_every=1000, cache_dir="", save_every_s=1e9,
+TINY = dict(width=8, batch_size=16, log_every=1, eval_every=1000, cache_dir="", save_every_min=1e9,
             eval_source_max=20, threads=0)
 
 
@@ -98,7 +100,7 @@ def test_pseudo_label_loss_masks_unconfident_samples():
 @pytest.mark.parametrize("mode", ["source", "target", "dann", "improved"])
 def test_each_mode_lowers_the_loss(tiny_digits, tmp_path, mode):
     torch.manual_seed(0)
-    cfg = tiny_cfg(tiny_digits, mode=mode, steps=STEPS, augment_source="none", augment_target="none",
+    cfg = tiny_cfg(tiny_digits, mode=mode, max_steps=STEPS, augment_source="none", augment_target="none",
                    augment_student="weak", threshold=0.5, lr=3e-3,
                    domain_weight=0.3)
     s = train(cfg, tmp_path / "run", progress=False)
@@ -119,7 +121,7 @@ def test_each_mode_lowers_the_loss(tiny_digits, tmp_path, mode):
 
 @pytest.mark.parametrize("source,target", [("mnistm", "svhn"), ("svhn", "mnistm"), ("usps", "svhn")])
 def test_svhn_scenarios_run(tiny_digits, tmp_path, source, target):
-    cfg = tiny_cfg(tiny_digits, source=source, target=target, mode="improved", steps=3)
+    cfg = tiny_cfg(tiny_digits, source=source, target=target, mode="improved", max_steps=3)
     s = train(cfg, tmp_path / "run", export=str(tmp_path / "ck.pt"), progress=False)
     assert s["scenario"] == f"{source}->{target}"
     ck = torch.load(tmp_path / "ck.pt", weights_only=True)
@@ -128,8 +130,8 @@ def test_svhn_scenarios_run(tiny_digits, tmp_path, source, target):
 
 
 def test_resume_continues_and_config_mismatch_is_an_error(tiny_digits, tmp_path):
-    cfg = tiny_cfg(tiny_digits, mode="dann", steps=6)
-    assert train(cfg, tmp_path / "run", max_steps=4, progress=False) == {"step": 4, "finished": False}
+    cfg = tiny_cfg(tiny_digits, mode="dann", max_steps=6)
+    assert train(cfg, tmp_path / "run", stop_after=4, progress=False) == {"step": 4, "finished": False}
     s = train(cfg, tmp_path / "run", progress=False)
     assert s["step"] == 6
     assert [r["step"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
@@ -155,7 +157,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ck") / "hw2_data"
     make_digit_domain(root, "mnistm", seed=1)
     make_digit_domain(root, "usps", channels=1, seed=2)
-    cfg = tiny_cfg(root, mode="target", steps=30, log_every=100, lr=3e-3, augment_source="none")
+    cfg = tiny_cfg(root, mode="target", max_steps=30, log_every=100, lr=3e-3, augment_source="none")
     train(cfg, root.parent / "ckrun", export=str(root.parent / "tiny.pt"), progress=False)
     return root.parent / "tiny.pt"
 
@@ -274,7 +276,7 @@ def load_script(name: str):
 def test_table_tsne_and_bench_scripts(tiny_digits, tmp_path, capsys):
     cks = tmp_path / "cks"
     for mode in ("source", "improved"):
-        cfg = tiny_cfg(tiny_digits, mode=mode, steps=3, eval_every=100)
+        cfg = tiny_cfg(tiny_digits, mode=mode, max_steps=3, eval_every=100)
         train(cfg, tmp_path / mode, export=str(cks / f"p3_mnistm_usps_{mode}.pt"), progress=False)
     table = load_script("p3_table")
     out = tmp_path / "rep" / "acc.md"
@@ -310,8 +312,8 @@ def test_cli_dry_run_on_svhn_layout(tiny_digits, tmp_path, capsys):
 
 
 def test_second_stage_starts_from_init_weights(tiny_digits, tmp_path):
-    first = train(tiny_cfg(tiny_digits, mode="improved", steps=3), tmp_path / "s1", progress=False)
-    cfg = tiny_cfg(tiny_digits, mode="improved", steps=2, init=str(tmp_path / "s1" / "final.pt"), domain_weight=0.0,
+    first = train(tiny_cfg(tiny_digits, mode="improved", max_steps=3), tmp_path / "s1", progress=False)
+    cfg = tiny_cfg(tiny_digits, mode="improved", max_steps=2, init_from=str(tmp_path / "s1" / "final.pt"), domain_weight=0.0,
                    lr=1e-12, weight_decay=0.0, augment_source="none")
     second = train(cfg, tmp_path / "s2", progress=False)
     assert second["train_time_total_s"] >= first["train_time_s"]
