@@ -214,26 +214,6 @@ class TensorBatches:
             self.epoch += 1
 
 
-def infinite(loader) -> Iterator:
-    """Cycle over an iterable forever, re-iterating (and so reshuffling) at each pass."""
-    while True:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise DataError("cannot cycle over an empty loader")
-
-
-def paired_batches(source, target) -> Iterator[tuple]:
-    """Endless ``(batch_s, batch_t)`` pairs for domain adaptation; the shorter side just cycles."""
-    it_s = source if isinstance(source, TensorBatches) else infinite(source)
-    it_t = target if isinstance(target, TensorBatches) else infinite(target)
-    it_s, it_t = iter(it_s), iter(it_t)
-    while True:
-        yield next(it_s), next(it_t)
-
-
 def save_png(x: torch.Tensor, path: str | os.PathLike) -> None:
     """Save one float image (C, H, W) in [-1, 1] as an RGB (or L) PNG."""
     arr = to_uint8(x).permute(1, 2, 0).cpu().numpy()
@@ -246,3 +226,11 @@ def save_pngs(x: torch.Tensor, names: Sequence[str], out_dir: str | os.PathLike)
     out_dir.mkdir(parents=True, exist_ok=True)
     for img, name in zip(x, names):
         save_png(img, out_dir / name)
+
+
+def save_grid(x: torch.Tensor, path: str | os.PathLike, nrow: int = 8) -> None:
+    """Save images (N, C, H, W) in [-1, 1] as one PNG grid (``nrow`` images per row)."""
+    from torchvision.utils import save_image
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_image(x.float().cpu().clamp(-1, 1), str(path), nrow=nrow, normalize=True, value_range=(-1, 1))

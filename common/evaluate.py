@@ -1,6 +1,7 @@
 """One CLI for every metric of the homework.
 
     python -m common.evaluate fid GEN REF        # == python -m pytorch_fid GEN REF (REF stats cached)
+    python -m common.evaluate fid GEN hw2_data/digits/mnistm/val.csv   # REF: the images a csv lists
     python -m common.evaluate is GEN             # Inception Score, 10 splits
     python -m common.evaluate face GEN           # % of images with exactly one HOG face
     python -m common.evaluate digits GEN         # LeNet accuracy, label = first char of file name
@@ -20,17 +21,35 @@ from typing import Sequence
 from common.errors import UserError, cli_main
 
 
-def _fid(a) -> dict:
+def split_reference(csv_path: Path, dest: Path) -> Path:
+    """A plain folder (hard links) of the images a split's csv lists: ``digits/<d>/<split>.csv`` names
+    images in ``digits/<d>/<split>/`` (older layout) or ``digits/<d>/data/``."""
     from common import fid
-    n_gen, n_ref = (len(fid.fid_image_files(p)) if not str(p).endswith(".npz") else None for p in (a.gen, a.ref))
-    value = fid.fid_from_folders(a.gen, a.ref, batch_size=a.batch_size, device=a.device,
-                                 cache_ref=not a.no_cache, progress=True, dims=a.dims)
+    from common.data import read_label_csv
+    names, _ = read_label_csv(csv_path)
+    d = csv_path.parent
+    images = d / csv_path.stem if (d / csv_path.stem).is_dir() else d / "data"
+    missing = [n for n in names if not (images / n).is_file()]
+    if missing:
+        raise UserError(f"{csv_path} lists {len(missing)} images missing from {images} (e.g. {missing[0]})")
+    return fid.subset_folder(images, names, dest, f"{d.name}_{csv_path.stem}")
+
+
+def _fid(a) -> dict:
+    import tempfile
+
+    from common import fid
+    with tempfile.TemporaryDirectory(prefix="fid_ref_") as tmp:
+        ref = split_reference(a.ref, Path(tmp)) if str(a.ref).endswith(".csv") else a.ref
+        n_gen, n_ref = (len(fid.fid_image_files(p)) if not str(p).endswith(".npz") else None for p in (a.gen, ref))
+        value = fid.fid_from_folders(a.gen, ref, batch_size=a.batch_size, device=a.device,
+                                     cache_ref=not a.no_cache, progress=True, dims=a.dims)
     return {"fid": value, "n_gen": n_gen, "n_ref": n_ref}
 
 
 def _is(a) -> dict:
-    from common.inception_score import inception_score
     from common.fid import fid_image_files
+    from common.inception_score import inception_score
     mean, std = inception_score(a.gen, splits=a.splits, batch_size=a.batch_size, device=a.device, progress=True)
     return {"is": mean, "is_std": std, "n": len(fid_image_files(a.gen))}
 
@@ -93,8 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         return s
 
     s = add("fid", _fid, "FID between two image folders (or .npz statistics), as pytorch-fid")
-    s.add_argument("gen", type=Path)
-    s.add_argument("ref", type=Path)
+    s.add_argument("gen", type=Path, help="folder of generated images (or a .npz of statistics)")
+    s.add_argument("ref", type=Path, help="reference folder, .npz statistics, or a split's csv "
+                                          "(e.g. hw2_data/digits/mnistm/val.csv: the images it lists)")
     s.add_argument("--batch-size", type=int, default=50)
     s.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     s.add_argument("--dims", type=int, default=2048, choices=[64, 192, 768, 2048],

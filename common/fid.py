@@ -31,6 +31,11 @@ output in memory equals the FID of the same images saved as PNG. ``batch_size`` 
 pytorch-fid) changes the result only at float rounding level. Reference statistics are cached in
 ``$HW2_CACHE/fid`` (default ``~/.cache/hw2/fid``) as pytorch-fid-compatible ``.npz`` files (``mu``,
 ``sigma``), keyed by the folder's file names, sizes and mtimes; writes are atomic.
+
+The statistics of the homework's fixed references (face/val, mnistm val, usps val) ship with the
+repo in ``common/fid_stats/`` (fp32 mean and the packed upper triangle of the covariance, ~8 MB
+each), keyed by a hash of the reference images' names and bytes: a folder with exactly those
+images gets them without running Inception (``scripts/ship_fid_stats.py`` writes them).
 """
 from __future__ import annotations
 
@@ -38,8 +43,8 @@ import functools
 import hashlib
 import importlib.util
 import os
-import sys
 import shutil
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -63,6 +68,7 @@ from common.training import atomic_torch_save, pick_device
 DIMS = 2048  # pool3
 FID_WEIGHTS_NAME = FID_WEIGHTS_URL.rsplit("/", 1)[-1]  # pt_inception-2015-12-05-6726825d.pth
 _STATS_VERSION = f"pytorch_fid-{pytorch_fid.__version__}-pool3-v1"
+SHIPPED_STATS_DIR = Path(__file__).resolve().parent / "fid_stats"
 
 
 # ----------------------------------------------------------------------------- paths / cache
@@ -363,6 +369,48 @@ def folder_key(folder: str | os.PathLike, dims: int = DIMS) -> str:
     return h.hexdigest()[:20]
 
 
+def content_key(folder: str | os.PathLike) -> str:
+    """Hash of a folder's FID images (names and bytes): the same on every machine and copy."""
+    h = hashlib.sha1(b"fid-content-v1\n")
+    for p in fid_image_files(folder):
+        h.update(p.name.encode() + b"\0" + hashlib.sha1(p.read_bytes()).digest())
+    return h.hexdigest()[:20]
+
+
+def save_packed(stats: FIDStats, path: str | os.PathLike) -> None:
+    """Compact statistics for shipping: fp32 ``mu``, fp32 upper triangle of ``sigma``, ``n``."""
+    iu = np.triu_indices(len(stats.mu))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, mu=stats.mu.astype(np.float32), sigma_triu=stats.sigma[iu].astype(np.float32),
+                            n=np.int64(stats.n))
+    os.replace(tmp, path)
+
+
+def load_packed(path: str | os.PathLike) -> FIDStats:
+    """``save_packed``'s file back as float64 FIDStats (symmetric ``sigma``)."""
+    with np.load(path) as f:
+        mu, tri, n = f["mu"].astype(np.float64), f["sigma_triu"].astype(np.float64), int(f["n"])
+    d = len(mu)
+    sigma = np.zeros((d, d))
+    sigma[np.triu_indices(d)] = tri
+    sigma = sigma + np.triu(sigma, 1).T
+    return FIDStats(mu, sigma, n)
+
+
+def shipped_statistics(folder: str | os.PathLike, dims: int = DIMS) -> FIDStats | None:
+    """The shipped statistics of ``folder`` when its images are exactly those of a shipped reference."""
+    if dims != DIMS or not SHIPPED_STATS_DIR.is_dir():
+        return None
+    shipped = {p.stem.rsplit("-", 1)[-1]: p for p in SHIPPED_STATS_DIR.glob("*.npz")}
+    if not shipped:
+        return None
+    path = shipped.get(content_key(folder))
+    return load_packed(path) if path is not None else None
+
+
 def compute_statistics(src, batch_size: int = 50, device: str | torch.device | None = None,
                        progress: bool = False, dims: int = DIMS) -> FIDStats:
     """FIDStats of an image folder, a ``.npz`` statistics file, or an in-memory batch (no caching)."""
@@ -391,7 +439,8 @@ def subset_folder(src: str | os.PathLike, names: list[str], dest: str | os.PathL
 
 def reference_statistics(folder: str | os.PathLike, batch_size: int = 50, device: str | torch.device | None = None,
                          progress: bool = True, dims: int = DIMS) -> FIDStats:
-    """FIDStats of a reference folder (or .npz), cached in memory and in ``cache_dir()/fid``."""
+    """FIDStats of a reference folder (or .npz), cached in memory and in ``cache_dir()/fid``; the
+    shipped statistics (``common/fid_stats/``) when the folder holds exactly a shipped reference."""
     if str(folder).endswith(".npz"):
         return FIDStats.load(folder)
     key = folder_key(folder, dims)
@@ -405,7 +454,7 @@ def reference_statistics(folder: str | os.PathLike, batch_size: int = 50, device
         except DataError:
             stats = None  # broken cache entry: recompute and overwrite
     if stats is None:
-        stats = compute_statistics(folder, batch_size, device, progress, dims)
+        stats = shipped_statistics(folder, dims) or compute_statistics(folder, batch_size, device, progress, dims)
         stats.save(path)
     _memo[key] = stats
     return stats

@@ -65,13 +65,12 @@ Data contract
 
 Checkpoints (self-describing dicts, loaded with ``weights_only=True``)
     ``last.pt`` / ``best.pt``: ``{"version", "config", "step", "G", "D", "ema", "opt_G",
-    "opt_D", "scaler", "rng", "best"}``; ``export_generator`` writes the shipped form
-    ``{"version", "config", "model" (EMA weights if any, fp16), "step", "metrics"}``.
-    ``generator_state_dict(ckpt)`` reads the generator weights from either form.
+    "opt_D", "scaler", "rng", "best"}``; ``common.checkpoint.export_generator`` writes the shipped
+    form ``{"version", "config", "model" (EMA weights if any, fp16), "step", "metrics"}``.
 
 Helpers: ``generate(G, n, z_dim, seed, cond)`` (per-image noise drawn on the CPU from one seeded
 generator, so outputs do not depend on batch size or device), ``recompute_bn_stats``,
-``diff_augment``, ``gradient_penalty``, ``r1_penalty``, ``save_grid``.
+``diff_augment``, ``gradient_penalty``, ``r1_penalty``.
 
 ``metrics.jsonl`` records: ``{"kind": "train", "step", "kimg", "img_per_s" (real images per second
 of training compute), "loss_D", "loss_G", "d_real", "d_fake", ["gp", "r1", "aux_D", "aux_G",
@@ -92,11 +91,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.data import to_float
+from common.checkpoint import export_state, generator_state_dict
+from common.data import save_grid, to_float
 from common.errors import UserError
-from common.training import (CHECKPOINT_VERSION, EMA, load_states, GracefulStop, MetricsLog, NonFiniteLoss, atomic_torch_save,
-                       atomic_write_json, check_finite, float_state_dict, half_state_dict, load_checkpoint,
-                       pick_device, rng_state, seed_everything, set_rng_state)
+from common.training import (
+    CHECKPOINT_VERSION,
+    EMA,
+    GracefulStop,
+    MetricsLog,
+    NonFiniteLoss,
+    atomic_torch_save,
+    atomic_write_json,
+    check_finite,
+    float_state_dict,
+    load_checkpoint,
+    load_states,
+    pick_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 
 LOSSES = ("bce", "hinge", "wgan", "lsgan")
 
@@ -418,45 +432,6 @@ def recompute_bn_stats(G: nn.Module, z_dim: int, cond: torch.Tensor | None = Non
     G.eval()
 
 
-def generator_state_dict(ckpt: dict) -> dict[str, torch.Tensor]:
-    """Generator weights (fp32) from a shipped checkpoint (``model``) or a run's last/best.pt (EMA if any)."""
-    if "model" in ckpt:
-        sd = ckpt["model"]
-    elif ckpt.get("ema") is not None:
-        sd = ckpt["ema"]["module"]
-    elif "G" in ckpt:
-        sd = ckpt["G"]
-    else:
-        raise UserError("checkpoint holds no generator weights (expected key 'model', 'ema' or 'G')")
-    return float_state_dict(sd)
-
-
-def export_generator(run_ckpt: str | Path, out: str | Path, metrics: dict | None = None,
-                     fp16: bool = True) -> dict:
-    """Write the shipped form of a run checkpoint: config + generator (EMA) weights (+ a JSON beside it)."""
-    ck = load_checkpoint(run_ckpt, "a run folder's last.pt or best.pt")
-    return export_state(ck, out, metrics, fp16, source=str(run_ckpt))
-
-
-def export_state(ck: dict, out: str | Path, metrics: dict | None = None, fp16: bool = True,
-                 source: str = "", include_d: bool = False) -> dict:
-    """``export_generator`` for a checkpoint dict already in memory (also used for training snapshots).
-
-    ``include_d`` also keeps D's weights (fp16 when ``fp16``): a run's final snapshot, small enough
-    to bring back from the GPU, from which a later run goes on with ``init_from``."""
-    sd = generator_state_dict(ck)
-    info = {"version": CHECKPOINT_VERSION, "config": ck["config"], "step": int(ck.get("step", 0)),
-            "metrics": {**(ck.get("best") or {}), **(metrics or {})}}
-    extra = {}
-    if include_d and ck.get("D") is not None:
-        extra["D"] = half_state_dict(ck["D"]) if fp16 else ck["D"]
-    atomic_torch_save({**info, "model": half_state_dict(sd) if fp16 else sd, **extra}, out)
-    atomic_write_json(Path(out).with_suffix(".json"),
-                      {**info, "source": source, "weights": "fp16" if fp16 else "fp32",
-                       "ema": ck.get("ema") is not None, "has_D": "D" in extra})
-    return info
-
-
 def _new_heads(model: nn.Module, sd: dict[str, torch.Tensor]) -> list[str]:
     """Top-level submodules of ``model`` of which ``sd`` has no key at all (heads added since ``sd`` was saved)."""
     have = {k.split(".", 1)[0] for k in sd}
@@ -480,14 +455,6 @@ def init_weights(G: nn.Module, D: nn.Module, path: str | Path) -> int:
     what = " (D fresh)" if len(pairs) == 1 else (f" and D (new, fresh: {', '.join(fresh)})" if fresh else " and D")
     print(f"initialised G{what} from {path} (its step {ck.get('step')}; this run counts from 0)")
     return int(ck.get("step", 0))
-
-
-def save_grid(x: torch.Tensor, path: str | Path, nrow: int = 8) -> None:
-    """Save images (N, C, H, W) in [-1, 1] as one PNG grid."""
-    from torchvision.utils import save_image
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_image(x.float().clamp(-1, 1), str(path), nrow=nrow, normalize=True, value_range=(-1, 1))
 
 
 # ----------------------------------------------------------------------------- the loop

@@ -1,11 +1,11 @@
-"""Snapshot evaluation and the training history of a shipped model, across runs and sessions.
+"""Snapshot evaluation and the training history of a shipped model, across runs and machines.
 
 A shipped model is usually trained in stages: a GPU run, CPU runs that go on from it (``--init-from``)
 at a lower learning rate, and so on, each counting its steps from 0. Its *history file*
 (``checkpoints/logs/<name>/history.jsonl``, committed beside the weights) has one JSON line per
 evaluated snapshot, in the whole lineage's step count:
 
-    {"step": 52411, "stage": "session 7, CPU: lr 2e-5", "fid": 28.91, "face_score": 78.4,
+    {"step": 52411, "stage": "2026-11-26, CPU: lr 2e-5", "fid": 28.91, "face_score": 78.4,
      "checkpoint": "runs/cpu_s7_A_lr2e5/snapshots/step_0000750.pt", "run_step": 750, "shipped": true}
 
 ``step`` = ``run_step`` + the stage's offset (the steps of the stages before it). The snapshot
@@ -76,7 +76,7 @@ def add_history_args(p) -> None:
 def apply_history_args(a) -> None:
     """Check them (one-line errors) and set the thread count."""
     if a.history and not a.stage:
-        raise UserError("--history needs --stage (a few words: which session, device and setting)")
+        raise UserError("--history needs --stage (a few words: date, device and setting)")
     if a.step_offset < 0:
         raise UserError(f"--step-offset must be >= 0, got {a.step_offset}")
     if a.threads > 0:
@@ -100,7 +100,7 @@ def add_to_history(path: str | Path, records: Iterable[dict], stage: str, step_o
     """Put evaluation records (with ``checkpoint`` and the ``metrics``) into the history file under
     ``stage``; a checkpoint already in it is replaced, not repeated. Returns the new rows."""
     if not stage:
-        raise UserError("--history needs --stage (a few words: which session, device and setting)")
+        raise UserError("--history needs --stage (a few words: date, device and setting)")
     if step_offset < 0:
         raise UserError(f"--step-offset must be >= 0, got {step_offset}")
     path = Path(path)

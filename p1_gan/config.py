@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.cli import config_from_dict
 from common.errors import UserError
 from common.gan import GANConfig, validate_config
-from common.cli import config_from_dict
-
 from p1_gan.model import Discriminator, Generator, SNDiscriminator
 
 METHODS = ("A", "B")
@@ -39,7 +38,7 @@ def method_defaults(method: str) -> P1Config:
         return P1Config(method="A", loss="bce", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, batch_size=128,
                         ema_decay=0.0, diffaug="", max_steps=20 * EPOCH_IMAGES // 128, eval_every=1000,
                         best_metric="fid", sample_every=500)
-    # d_extra: session 2's B (plain SN D) lost its D (hinge loss ~1.9, FID 48.8 after 25 epochs); with the
+    # d_extra: B with the plain SN D lost its D (hinge loss ~1.9, FID 48.8 after 25 epochs); with the
     # standard-CNN D, 24 epochs gave FID 33.2 and face score 85 % (checkpoints/p1_methodB.json)
     return P1Config(method="B", loss="hinge", lr_g=2e-4, lr_d=4e-4, beta1=0.5, beta2=0.999, batch_size=64,
                     ema_decay=0.999, diffaug="color,translation", d_extra=True, max_steps=20 * EPOCH_IMAGES // 64,

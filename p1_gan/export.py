@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
+from common.checkpoint import export_generator
 from common.errors import cli_main
-from common.gan import export_generator
 
 
 def main(argv: Sequence[str] | None = None) -> int:

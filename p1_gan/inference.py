@@ -19,11 +19,11 @@ from typing import Sequence
 
 import torch
 
+from common.checkpoint import generator_state_dict
 from common.data import save_pngs
 from common.errors import UserError, cli_main
-from common.gan import generate, generator_state_dict
+from common.gan import generate
 from common.training import float_state_dict, load_checkpoint, pick_device
-
 from p1_gan.config import METHODS, build_generator, build_models, config_from_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,12 +22,19 @@ from typing import Sequence
 
 import torch
 
+from common.cli import (
+    add_config_args,
+    add_deprecated,
+    add_run_args,
+    config_from_args,
+    config_from_dict,
+    dry_run_dir,
+    examples,
+)
 from common.data import ImageFolder, TensorBatches, list_images
 from common.errors import DataError, UserError, cli_main
 from common.gan import generate, train_gan
-from common.training import (atomic_torch_save, count_params, pick_device)
-from common.cli import add_config_args, add_deprecated, add_run_args, config_from_args, config_from_dict, dry_run_dir, examples
-
+from common.training import atomic_torch_save, count_params, pick_device
 from p1_gan.config import METHODS, P1Config, build_models, check_config, method_defaults
 
 

@@ -6,14 +6,12 @@ per-image seeds and return ``{"accuracy", "worst_digit_acc"}``.
 """
 from __future__ import annotations
 
-
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from common.data import digit_dataset
-
 from p2_diffusion_acgan.schedulers import per_image_generators, randn
 
 EVAL_PER_DIGIT = 100
@@ -41,6 +39,7 @@ def mnistm_val_stats(data_root: str = "hw2_data", domain: str = "mnistm", dims: 
                      device=None):
     """FID statistics of the mnistm val split (computed once, then cached by ``common.fid``)."""
     import tempfile
+
     from common import fid
     with tempfile.TemporaryDirectory(prefix="p2_ref_") as tmp:
         ref = split_folder(data_root, domain, "val", Path(tmp))

@@ -20,11 +20,10 @@ from typing import Sequence
 
 import torch
 
-from common.data import save_pngs
+from common.data import NUM_CLASSES, save_pngs
 from common.errors import UserError, cli_main
 from common.training import PRECISIONS, float_state_dict, load_checkpoint, pick_device
-
-from p2_diffusion_acgan.config import NUM_CLASSES, build_discriminator, build_generator, build_unet, diffusion_config_from
+from p2_diffusion_acgan.config import build_discriminator, build_generator, build_unet, diffusion_config_from
 from p2_diffusion_acgan.diffusion import sample
 from p2_diffusion_acgan.model import SAGANDiscriminator
 from p2_diffusion_acgan.schedulers import SAMPLERS, SPACINGS, NoiseSchedule, make_sampler, per_image_generators, randn
@@ -71,7 +70,7 @@ class Generator:
             kind, weights = "p2_diffusion", ckpt["ema"]["module"]
         arch = ckpt["config"].get("arch") if isinstance(ckpt.get("config"), dict) else None
         if kind is None and arch in ("acgan", "sagan"):  # the shared GAN loop's last/best.pt or export
-            from common.gan import generator_state_dict
+            from common.checkpoint import generator_state_dict
             kind, weights = f"p2_{arch}", generator_state_dict(ckpt)
         if kind not in ("p2_diffusion", "p2_acgan", "p2_sagan") or weights is None or "config" not in ckpt:
             raise UserError(f"not a problem-2 generator checkpoint (kind {kind!r})")
@@ -82,7 +81,7 @@ class Generator:
         else:
             net = build_generator(kind, self.config)
         net.load_state_dict(float_state_dict(weights))
-        # channels_last: the U-Net samples with ~23 % less CPU time on the 2-core CPU (session 12), same values
+        # channels_last: the U-Net samples with ~23 % less CPU time on a 2-core CPU, same values
         fmt = torch.channels_last if kind == "p2_diffusion" else torch.preserve_format
         self.net = net.to(self.device, memory_format=fmt).eval().requires_grad_(False)
         self.critic = None  # GANs: the trained D, where the file has one, ranks candidates by its class head

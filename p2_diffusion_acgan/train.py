@@ -1,8 +1,8 @@
 """Train the problem-2 generators: ``--model diffusion`` (conditional DDPM with classifier-free
 guidance), ``acgan`` or ``sagan`` (the two GANs go through the shared GAN loop, common/gan.py).
 
-    python -m p2_diffusion_acgan.train --model diffusion [--run runs/p2_diffusion] [--max-steps N] [--lr ...]
-    python -m p2_diffusion_acgan.train --model diffusion --dry-run      # 2 steps on 256 images
+    python -m p2_diffusion_acgan.train --model diffusion [--run-dir runs/p2_diffusion] [--max-steps N] [--lr ...]
+    python -m p2_diffusion_acgan.train --model diffusion --dry-run      # 2 steps on 256 images, throw-away folder
 
 The run folder holds config.json, metrics.jsonl, last.pt (full resume state, atomic, every
 ``save_every_min`` minutes and on SIGTERM/Ctrl-C), samples/ grids, and model.pt: the slim,
@@ -21,43 +21,32 @@ from typing import Callable, Sequence
 import torch
 from tqdm import tqdm
 
-from common.data import TensorBatches, digit_dataset, to_float
+from common.checkpoint import shipped_form
+from common.cli import add_config_args, add_run_args, config_from_args, config_from_dict, dry_run_dir, examples
+from common.data import TensorBatches, save_grid, to_float
 from common.errors import UserError, cli_main
-from common.training import (CHECKPOINT_VERSION, EMA, load_states, GracefulStop, MetricsLog, atomic_torch_save, atomic_write_json, check_finite, count_params, half_state_dict, load_checkpoint, pick_device, rng_state, seed_everything, set_rng_state)
-from common.cli import add_config_args, config_from_args, config_from_dict
-
-from p2_diffusion_acgan.config import DiffusionConfig, build_unet
+from common.training import (
+    CHECKPOINT_VERSION,
+    EMA,
+    GracefulStop,
+    MetricsLog,
+    atomic_torch_save,
+    atomic_write_json,
+    check_finite,
+    count_params,
+    load_checkpoint,
+    load_states,
+    pick_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
+from p2_diffusion_acgan.config import DiffusionConfig, build_unet, gan_config_class
+from p2_diffusion_acgan.data import grid_labels, load_train_data
 from p2_diffusion_acgan.diffusion import diffusion_loss, sample
 from p2_diffusion_acgan.schedulers import NoiseSchedule, make_sampler, per_image_generators
 
 MODELS = ("diffusion", "acgan", "sagan")
-
-
-def load_train_data(data_root: str, domain: str = "mnistm", max_images: int = 0,
-                    progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode the train split once: uint8 (N, 3, 28, 28) and int64 labels (N,)."""
-    ds = digit_dataset(data_root, domain, "train", channels=3)
-    if max_images > 0:
-        ds.names, ds.labels = ds.names[:max_images], ds.labels[:max_images]
-    return ds.load_all(progress=progress)
-
-
-def grid_labels(n_per_class: int = 10, num_classes: int = 10) -> torch.Tensor:
-    """Labels of a grid with one row per class: [0]*n, [1]*n, ... (int64)."""
-    return torch.arange(num_classes).repeat_interleave(n_per_class)
-
-
-def save_grid(images: torch.Tensor, path: Path, nrow: int = 10) -> None:
-    """Save (N, 3, H, W) images in [-1, 1] as one grid PNG."""
-    from torchvision.utils import save_image
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images.float().cpu(), path, nrow=nrow, normalize=True, value_range=(-1, 1), padding=2)
-
-
-def slim_checkpoint(kind: str, cfg, model_sd: dict, step: int, **extra) -> dict:
-    """Inference-ready checkpoint: version, kind, config, fp16 weights, step."""
-    return {"version": CHECKPOINT_VERSION, "kind": kind, "config": dataclasses.asdict(cfg),
-            "model": half_state_dict(model_sd), "step": step, **extra}
 
 
 # ----------------------------------------------------------------------------- diffusion
@@ -67,7 +56,7 @@ def sample_grid_diffusion(model, cfg: DiffusionConfig, path: Path, seed: int = 0
     sampler = make_sampler(cfg.sampler, NoiseSchedule(cfg.timesteps, cfg.schedule), cfg.spacing)
     x = sample(model, sampler, y, cfg.guidance, cfg.sample_steps, per_image_generators(seed, len(y)),
                guidance_interval=tuple(cfg.guidance_interval), precision=cfg.precision)
-    save_grid(x, path)
+    save_grid(x, path, nrow=10)
 
 
 def train_diffusion(cfg: DiffusionConfig, run_dir: str | Path,
@@ -129,7 +118,7 @@ def train_diffusion(cfg: DiffusionConfig, run_dir: str | Path,
                            "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                            "scaler": scaler.state_dict(), "step": step, "batch_rng": batches.generator.get_state(),
                            "noise_rng": noise_gen.get_state(), "rng": rng_state()}, last)
-        atomic_torch_save(slim_checkpoint("p2_diffusion", cfg, ema.module.state_dict(), step), run / "model.pt")
+        atomic_torch_save(shipped_form(dataclasses.asdict(cfg), ema.module.state_dict(), step, kind="p2_diffusion"), run / "model.pt")
         atomic_write_json(run / "model.json", {"kind": "p2_diffusion", "step": step, "weights": "EMA, fp16",
                                                "config": dataclasses.asdict(cfg), "metrics": last_eval,
                                                **({"accuracy": last_eval["accuracy"]} if "accuracy" in last_eval else {})})
@@ -195,10 +184,23 @@ def train_diffusion(cfg: DiffusionConfig, run_dir: str | Path,
 
 # ----------------------------------------------------------------------------- CLI
 def _config_class(model: str):
-    if model == "diffusion":
-        return DiffusionConfig
-    from p2_diffusion_acgan.gan_setup import gan_config_class
-    return gan_config_class(model)
+    return DiffusionConfig if model == "diffusion" else gan_config_class(model)
+
+
+def build_parser(model: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m p2_diffusion_acgan.train", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples("python -m p2_diffusion_acgan.train                        # diffusion U-Net -> runs/p2_diffusion/",
+                        "python -m p2_diffusion_acgan.train --model acgan --device cuda --max-steps 30000",
+                        "python -m p2_diffusion_acgan.train --init-from checkpoints/p2_diffusion.pt --lr 5e-5 "
+                        "--run-dir runs/p2_more"))
+    p.add_argument("--model", choices=MODELS, default="diffusion",
+                   help="what to train: the diffusion U-Net, ACGAN or the SAGAN-style cGAN (default: diffusion); "
+                        "--help lists the options of the chosen model")
+    add_run_args(p, data_default=None, data_help="", run_default="runs/p2_<model>")
+    add_config_args(p, _config_class(model), flags={"data_root": "--data"})
+    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -206,14 +208,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     pre.add_argument("--model", choices=MODELS, default="diffusion")
     model = pre.parse_known_args(argv)[0].model
     Cfg = _config_class(model)
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=MODELS, default="diffusion", help="what to train (default diffusion)")
-    p.add_argument("--run", default=None, help="run folder (default runs/p2_<model>)")
-    p.add_argument("--dry-run", action="store_true", help="smoke run: 2 steps on at most 256 images, no grids")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm bar (background runs: the log stays readable)")
-    add_config_args(p, Cfg)
-    args = p.parse_args(argv)
-    run = Path(args.run or f"runs/p2_{model}")
+    args = build_parser(model).parse_args(argv)
+    if args.dry_run:
+        run = dry_run_dir(args.run_dir, f"p2_{model}")
+    else:
+        run = Path(args.run_dir or f"runs/p2_{model}")
     base = None
     if (run / "last.pt").is_file() and (run / "config.json").is_file():
         base = config_from_dict(Cfg, json.loads((run / "config.json").read_text()))
@@ -221,8 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         cfg = dataclasses.replace(cfg, max_steps=min(cfg.max_steps, 2), max_images=cfg.max_images or 256,
                                   batch_size=min(cfg.batch_size, 32), sample_every=0, eval_every=0)
-    if cfg.eval_every:  # the evaluation needs the course classifier: say so now, not at the first eval
-        from common.digit_classifier import load_classifier  # (session 11 lost a GPU call's steps that way)
+    if cfg.eval_every:  # the evaluation needs the course classifier: say so now, not at the first evaluation
+        from common.digit_classifier import load_classifier
         load_classifier()
     if model == "diffusion":
         eval_fn = None
@@ -231,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             eval_fn = diffusion_eval_fn
         rec = train_diffusion(cfg, run, eval_fn=eval_fn, progress=not args.no_progress)
     else:
-        from p2_diffusion_acgan.gan_setup import train_gan
+        from p2_diffusion_acgan.gans import train_gan
         rec = train_gan(model, cfg, run, progress=not args.no_progress)
     print(f"done: {run} {json.dumps(rec)}")
     return 0

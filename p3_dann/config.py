@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.errors import UserError
-
 from p3_dann.model import DANN
 
 DOMAINS = ("mnistm", "svhn", "usps")

@@ -7,7 +7,6 @@ import torch
 
 from common.data import digit_dataset, digit_split
 from common.training import atomic_torch_save
-
 from p3_dann.config import Config
 
 

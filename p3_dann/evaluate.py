@@ -10,7 +10,6 @@ from common.cli import config_from_dict
 from common.data import to_float
 from common.errors import UserError
 from common.training import load_checkpoint
-
 from p3_dann.config import Config, build_model
 from p3_dann.model import DANN
 

@@ -22,7 +22,6 @@ import torch
 from common.data import IMAGE_EXTENSIONS, is_image_file, load_image, to_float
 from common.errors import DataError, UserError, cli_main
 from common.training import atomic_write_bytes, pick_device
-
 from p3_dann.config import DOMAINS
 from p3_dann.evaluate import load_model
 

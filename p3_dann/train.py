@@ -36,13 +36,25 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from common.checkpoint import save_shipped, shipped_form
 from common.cli import add_config_args, add_run_args, config_from_args, config_from_dict, dry_run_dir, examples
 from common.data import TensorBatches, to_float
 from common.errors import UserError, cli_main
-from common.training import (CHECKPOINT_VERSION, EMA, GracefulStop, MetricsLog, atomic_torch_save, atomic_write_json,
-                             check_finite, count_params, half_state_dict, load_checkpoint, pick_device, rng_state,
-                             seed_everything, set_rng_state)
-
+from common.training import (
+    CHECKPOINT_VERSION,
+    EMA,
+    GracefulStop,
+    MetricsLog,
+    atomic_torch_save,
+    atomic_write_json,
+    check_finite,
+    count_params,
+    load_checkpoint,
+    pick_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from p3_dann.adapt import Augment, DomainAdversarialLoss, dann_lambda, dann_lr, pseudo_label_loss
 from p3_dann.config import MODE_DEFAULTS, MODES, Config, build_model, check_config
 from p3_dann.data import load_domain
@@ -210,19 +222,17 @@ def train(cfg: Config, run_dir: Path, stop_after: int = 0, export: str = "", com
     summary = {"scenario": f"{cfg.source}->{cfg.target}", "mode": cfg.mode, "step": step,
                "train_time_s": round(elapsed, 1), "train_time_total_s": round(total, 1), "device": str(device), "params": count_params(model),
                **{k: round(v, 5) for k, v in ev.items()}, "command": command, "config": dataclasses.asdict(cfg)}
-    final = {"version": CHECKPOINT_VERSION, "config": dataclasses.asdict(cfg),
-             "model": eval_model().state_dict(), "step": step, "metrics": ev}
-    atomic_torch_save(final, run_dir / "final.pt")
-    atomic_write_json(run_dir / "final.json", summary)
+    weights = eval_model().state_dict()
+    save_shipped(shipped_form(dataclasses.asdict(cfg), weights, step, fp16=False, metrics=ev),
+                 run_dir / "final.pt", summary)
     if export:
-        export_checkpoint(final, summary, Path(export))
+        export_model(dataclasses.asdict(cfg), weights, step, ev, summary, Path(export))
     return summary
 
 
-def export_checkpoint(final: dict, summary: dict, path: Path) -> None:
+def export_model(config: dict, weights: dict, step: int, metrics: dict, summary: dict, path: Path) -> None:
     """fp16 weights + ``<path>.json`` describing how they were trained and what they reach."""
-    atomic_torch_save({**final, "model": half_state_dict(final["model"])}, path)
-    atomic_write_json(path.with_suffix(".json"), {**summary, "checkpoint": path.name})
+    save_shipped(shipped_form(config, weights, step, metrics=metrics), path, {**summary, "checkpoint": path.name})
     print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
 
 

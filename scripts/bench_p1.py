@@ -28,9 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 import torch
 
+from common.checkpoint import export_state
 from common.data import TensorBatches, save_pngs
 from common.errors import cli_main
-from common.gan import export_state, generate, train_gan
+from common.gan import generate, train_gan
 from common.training import atomic_write_json, load_checkpoint, pick_device, read_jsonl
 from p1_gan.config import build_models, method_defaults
 

@@ -21,16 +21,22 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-
 import torch
 
 from common.data import save_pngs
 from common.errors import UserError, cli_main
 from common.gan import GANLoss
-from common.training import PRECISIONS, count_params, inference_autocast, load_checkpoint, pick_device, resolve_precision
-from p2_diffusion_acgan.config import DiffusionConfig, build_unet
+from common.training import (
+    PRECISIONS,
+    count_params,
+    inference_autocast,
+    load_checkpoint,
+    pick_device,
+    resolve_precision,
+)
+from p2_diffusion_acgan.config import DiffusionConfig, build_unet, gan_config_class
 from p2_diffusion_acgan.diffusion import diffusion_loss, guided_eps
-from p2_diffusion_acgan.gan_setup import build_gan, gan_config_class
+from p2_diffusion_acgan.gans import build_gan
 from p2_diffusion_acgan.inference import CHECKPOINT_DIR, Generator, digit_labels_and_names, generate_all
 from p2_diffusion_acgan.schedulers import SAMPLERS, SPACINGS, NoiseSchedule
 

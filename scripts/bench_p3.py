@@ -14,13 +14,12 @@ import json
 import time
 from pathlib import Path
 
-
 import torch
 
 from common.errors import cli_main
 from common.training import EMA, pick_device
-from p3_dann.inference import predict_labels
 from p3_dann.config import MODE_DEFAULTS, Config, build_model
+from p3_dann.inference import predict_labels
 from p3_dann.train import AdaptationStep
 
 EPOCH_IMAGES = {"source": 47201, "dann": 47201, "improved": 47201, "target": 5833}

@@ -150,6 +150,7 @@ def inception_score_or_reason(folder: Path, ctx: Ctx) -> tuple[float | None, str
 
 def section_p1(ctx: Ctx) -> str:
     import p1_figures
+
     from common.face_score import face_score
     from p1_gan.inference import main as hw2_1
 
@@ -218,7 +219,7 @@ def section_p1(ctx: Ctx) -> str:
     hist = [ln for m in "AB" for ln in history_block(ctx, f"p1_method{m}", f"method {m}", out / f"history_{m}.png",
                                                       P1_FID_TARGETS[m], "face_score")]
     if hist:
-        lines += ["### Training history (every evaluated snapshot, all sessions)", "",
+        lines += ["### Training history (every evaluated snapshot, all stages)", "",
                   "FID and face score of `hw2_1.sh`'s 1000 images from each evaluated snapshot "
                   "(`scripts/p1_eval_snapshots.py --history`), over every stage the shipped weights went through; "
                   "dashed: the FID aim.", "", *hist]
@@ -253,6 +254,7 @@ def discuss_p1(res: dict, real: dict | None) -> str:
 # ----------------------------------------------------------------------------- problem 2
 def section_p2(ctx: Ctx) -> str:
     import p2_figures
+
     from common.data import save_pngs
     from common.digit_classifier import accuracy_of_folder, load_classifier
     from common.training import load_checkpoint
@@ -327,7 +329,7 @@ def section_p2(ctx: Ctx) -> str:
     target = 1.5 * real_fid if real_fid is not None else None
     hist = [ln for m in P2_MODELS for ln in history_block(ctx, f"p2_{m}", m, out / f"history_{m}.png", target, "accuracy")]
     if hist:
-        lines += ["### Training history (every evaluated snapshot, all sessions)", "",
+        lines += ["### Training history (every evaluated snapshot, all stages)", "",
                   "Accuracy and FID of `hw2_2.sh`'s 1000 digits from each evaluated snapshot "
                   "(`scripts/p2_eval_snapshots.py --history`; GANs sampled plainly, one noise per image, as most "
                   "snapshots keep no D to rank candidates with (only a run's final one does); diffusion with the "

@@ -7,7 +7,7 @@
 One JSON line per checkpoint is appended to ``--out`` (default: ``snapshot_eval.jsonl`` beside the
 first checkpoint) and a table is printed; already-evaluated checkpoints (same path and size) are
 skipped, so an interrupted run resumes. ``--history checkpoints/logs/p1_methodA/history.jsonl
---stage "session 8, CPU: lr 1e-5" --step-offset 52661`` also puts the results into the shipped
+--stage "2026-11-26, CPU: lr 1e-5" --step-offset 52661`` also puts the results into the shipped
 model's training history (``common/history.py``; the offset = the steps of the stages before).
 """
 from __future__ import annotations
@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
-
 
 from common.errors import UserError, cli_main
 from common.history import add_history_args, add_to_history, apply_history_args, evaluate_snapshots

@@ -19,9 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 import torch
 
-from common.data import list_images, load_image, to_float
+from common.data import list_images, load_image, save_grid, to_float
 from common.errors import cli_main
-from common.gan import generate, save_grid
+from common.gan import generate
 from common.training import read_jsonl
 from p1_gan.config import build_models, method_defaults
 from p1_gan.inference import default_checkpoint, load_generator

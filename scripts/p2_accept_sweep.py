@@ -18,7 +18,6 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-
 from common.errors import UserError, cli_main
 
 
@@ -27,12 +26,13 @@ def sweep(checkpoint: str | Path, k: int, probs: Sequence[float], seed: int = 0,
     """One record per threshold: accept_prob, accuracy, worst_digit(_acc), mean_index (and fid when
     ``fid_ref`` is FID statistics to compare with)."""
     import torch
+    from tqdm import tqdm
+
     from common import fid
     from common.training import load_checkpoint
     from p2_diffusion_acgan.evaluate import classifier_accuracy
     from p2_diffusion_acgan.inference import Generator, check_gan_options, digit_labels_and_names, pick_candidates
     from p2_diffusion_acgan.schedulers import per_image_generators
-    from tqdm import tqdm
     for p in probs:
         check_gan_options(1.0, k, p)
     gen = Generator(load_checkpoint(checkpoint, "a shipped GAN checkpoint"), torch.device("cpu"))

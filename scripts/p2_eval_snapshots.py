@@ -3,7 +3,7 @@
 
     python scripts/p2_eval_snapshots.py runs/cpu_s5_acgan_realaux/snapshots/step_00*.pt
     python scripts/p2_eval_snapshots.py runs/x/snapshots/*.pt --history checkpoints/logs/p2_acgan/history.jsonl \\
-        --stage "session 5, CPU: from scratch"
+        --stage "2026-11-26, CPU: from scratch"
 
 GANs are sampled plainly (one noise per image) unless ``--candidates`` / ``--accept-prob`` say
 otherwise (D ranks the candidates: a run's final snapshot keeps it, earlier ones do not; ship one
@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
-
 
 from common.errors import UserError, cli_main
 from common.history import add_history_args, add_to_history, apply_history_args, evaluate_snapshots

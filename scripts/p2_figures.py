@@ -16,17 +16,17 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-
 import torch
 
-from common.errors import cli_main
-from common.training import (count_params, load_checkpoint)
 from common.cli import config_from_dict
-from p2_diffusion_acgan.config import DiffusionConfig, build_unet
-from p2_diffusion_acgan.gan_setup import build_gan, gan_config_class
+from common.data import save_grid
+from common.errors import cli_main
+from common.training import count_params, load_checkpoint
+from p2_diffusion_acgan.config import DiffusionConfig, build_unet, gan_config_class
+from p2_diffusion_acgan.data import grid_labels
+from p2_diffusion_acgan.gans import build_gan
 from p2_diffusion_acgan.inference import CHECKPOINT_DIR, MODELS, Generator
 from p2_diffusion_acgan.schedulers import SAMPLERS, per_image_generators
-from p2_diffusion_acgan.train import grid_labels, save_grid
 
 
 def architecture_text(model: str, config: dict | None) -> str:

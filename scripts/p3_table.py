@@ -12,7 +12,6 @@ import argparse
 import json
 from pathlib import Path
 
-
 from common.errors import cli_main
 from common.training import pick_device
 from p3_dann.analysis import SCENARIOS, checkpoint_path, evaluate_checkpoint

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
 import matplotlib
 
 matplotlib.use("Agg")

@@ -1,9 +1,9 @@
 """Ship a trained generator: its weights -> checkpoints/NAME.pt (fp16, with D where SRC keeps one), NAME.json updated.
 
-    python scripts/ship_checkpoint.py runs/gpu_s4/p2_diffusion/model.pt p2_diffusion \
+    python scripts/ship_checkpoint.py runs/p2_diffusion/model.pt p2_diffusion \
         --config sample_steps=8 --config guidance=4.0 \
         --set accuracy=0.998 --set fid_vs_mnistm_val=70.1 --set training.minutes=8.9 \
-        --source "runs/gpu_s4/p2_diffusion/model.pt (lent H200, session 4)"
+        --source "runs/p2_diffusion/model.pt (H200, 2026-11-26)"
 
 The file must be a shipped form (a ``model`` key: a run's model.pt, export or snapshot). The old
 JSON's headline fields (step, metrics, accuracy, FID, source) move under ``previous``; the rest is
@@ -23,7 +23,6 @@ import argparse
 import json
 from pathlib import Path
 from typing import Sequence
-
 
 from common.errors import UserError, cli_main
 from common.history import mark_shipped, read_history

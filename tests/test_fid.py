@@ -185,3 +185,63 @@ def test_cli_equals_pytorch_fid_cli(fid_weights, tmp_path, dims):
     ours, theirs = _our_cli(a, b, 5, dims), _pytorch_fid_cli(a, b, 5, dims)
     assert ours > 1.0
     assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-9)
+
+
+# ----------------------------------------------------------------------------- shipped reference statistics
+def test_packed_statistics_round_trip(tmp_path):
+    rng = np.random.default_rng(3)
+    a, b = _stats(rng, 64), _stats(rng, 64, mu_shift=0.3)
+    fid.save_packed(a, tmp_path / "a.npz")
+    back = fid.load_packed(tmp_path / "a.npz")
+    assert back.n == a.n and np.array_equal(back.sigma, back.sigma.T)
+    np.testing.assert_allclose(back.sigma, a.sigma, rtol=1e-6, atol=1e-7)
+    assert fid.frechet_distance(back, b) == pytest.approx(fid.frechet_distance(a, b), abs=1e-4)
+
+
+def test_content_key_follows_the_bytes_not_the_place(tmp_path):
+    a = make_face_folder(tmp_path / "a", n=4)
+    b = tmp_path / "elsewhere" / "b"
+    b.mkdir(parents=True)
+    for p in sorted(a.iterdir()):
+        (b / p.name).write_bytes(p.read_bytes())  # new mtimes, another folder name
+    os.utime(b / "00000.png", (1, 1))
+    assert fid.content_key(a) == fid.content_key(b)
+    (b / "00001.png").write_bytes((a / "00002.png").read_bytes())
+    assert fid.content_key(a) != fid.content_key(b)
+
+
+def test_shipped_statistics_give_the_recomputed_fid(fid_weights, tmp_path, monkeypatch):
+    ref = make_face_folder(tmp_path / "ref", n=24, seed=1)
+    gen = make_face_folder(tmp_path / "gen", n=24, seed=2)
+    recomputed = fid.reference_statistics(ref, progress=False)
+    shipped_dir = tmp_path / "fid_stats"
+    fid.save_packed(recomputed, shipped_dir / f"face_val-{fid.content_key(ref)}.npz")
+    monkeypatch.setattr(fid, "SHIPPED_STATS_DIR", shipped_dir)
+    monkeypatch.setenv("HW2_CACHE", str(tmp_path / "fresh_cache"))
+    fid._memo.clear()
+    copy = tmp_path / "copy_of_ref"
+    copy.mkdir()
+    for p in ref.iterdir():
+        (copy / p.name).write_bytes(p.read_bytes())
+
+    def no_inception(*a, **k):
+        raise AssertionError("the shipped statistics should have been used")
+    monkeypatch.setattr(fid, "compute_statistics", no_inception)
+    from_shipped = fid.reference_statistics(copy, progress=False)
+    monkeypatch.undo()
+    g = fid.compute_statistics(gen)
+    assert fid.frechet_distance(g, from_shipped, fast=True) == pytest.approx(
+        fid.frechet_distance(g, recomputed, fast=True), abs=1e-3)
+
+
+def test_evaluate_fid_takes_a_split_csv_as_reference(fid_weights, tiny_digits, tmp_path, capsys):
+    from common.evaluate import main
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    d = tiny_digits / "digits" / "mnistm"
+    for name in sorted(os.listdir(d / "data"))[:8]:
+        (gen / name).write_bytes((d / "data" / name).read_bytes())
+    assert main(["fid", str(gen), str(d / "val.csv"), "--dims", "64", "--json"]) == 0
+    import json
+    r = json.loads(capsys.readouterr().out)
+    assert r["n_gen"] == 8 and r["n_ref"] == 20 and r["fid"] > 0

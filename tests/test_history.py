@@ -4,16 +4,22 @@ from __future__ import annotations
 import json
 import math
 
+import p2_eval_snapshots
 import pytest
 import torch
 from PIL import Image
 
 from common.errors import UserError
-from common.history import (add_to_history, checkpoint_step, evaluate_snapshots, mark_shipped, plot_history,
-                            read_history, stage_summary)
+from common.history import (
+    add_to_history,
+    checkpoint_step,
+    evaluate_snapshots,
+    mark_shipped,
+    plot_history,
+    read_history,
+    stage_summary,
+)
 from common.training import read_jsonl
-
-import p2_eval_snapshots
 
 
 def test_evaluate_snapshots_runs_each_checkpoint_once(tmp_path):
@@ -140,6 +146,7 @@ def test_p2_eval_snapshots_end_to_end(tiny_digits, tmp_path, monkeypatch, capsys
 
 def test_p2_eval_snapshots_passes_sampling_options_to_hw2_2(tmp_path):
     import argparse
+
     from p2_diffusion_acgan.inference import main as hw2_2_main
     a = argparse.Namespace(candidates=1, accept_prob=1.0, sampler="ddim", steps=12, guidance=2.0, spacing="logsnr",
                            guidance_interval=[80, 600], precision="bf16", seed=3)

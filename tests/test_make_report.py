@@ -12,13 +12,11 @@ import torch
 from tests.conftest import make_face_folder
 
 
-
 def tiny_checkpoints(folder: Path, data: Path) -> Path:
-    from common.gan import export_state
+    from common.checkpoint import export_state, shipped_form
     from p1_gan.config import build_models, method_defaults
-    from p2_diffusion_acgan.config import DiffusionConfig, build_unet
-    from p2_diffusion_acgan.gan_setup import build_gan, gan_config_class
-    from p2_diffusion_acgan.train import slim_checkpoint
+    from p2_diffusion_acgan.config import DiffusionConfig, build_unet, gan_config_class
+    from p2_diffusion_acgan.gans import build_gan
     from p3_dann.train import train
     from tests.test_p3 import tiny_cfg
 
@@ -31,13 +29,14 @@ def tiny_checkpoints(folder: Path, data: Path) -> Path:
         export_state({"config": saved, "step": 3, "G": G.state_dict(), "D": D.state_dict(), "ema": None},
                      folder / f"p1_method{m}.pt", include_d=m == "B")
     dcfg = DiffusionConfig(base_channels=8, channel_mults=(1, 1, 1), dropout=0.0)
-    torch.save(slim_checkpoint("p2_diffusion", dcfg, build_unet(dcfg).state_dict(), 2), folder / "p2_diffusion.pt")
+    torch.save(shipped_form(dataclasses.asdict(dcfg), build_unet(dcfg).state_dict(), 2, kind="p2_diffusion"),
+               folder / "p2_diffusion.pt")
     for m in ("acgan", "sagan"):
         gcfg = gan_config_class(m)(g_channels=8, d_channels=8)
         G, _ = build_gan(gcfg)
         export_state({"config": dataclasses.asdict(gcfg), "step": 2, "G": G.state_dict(), "ema": None},
                      folder / f"p2_{m}.pt")
-    cfg = tiny_cfg(data, mode="target", steps=5, log_every=100, augment_source="none")
+    cfg = tiny_cfg(data, mode="target", max_steps=5, log_every=100, augment_source="none")
     train(cfg, folder.parent / "p3run", export=str(folder / "p3_mnistm_usps_target.pt"), progress=False)
     return folder
 
@@ -84,6 +83,7 @@ def test_make_report_fast_writes_every_section(tiny_digits, tmp_path, monkeypatc
 
 def test_make_report_bad_paths_are_one_line_errors(tmp_path):
     import make_report
+
     from common.errors import UserError
     with pytest.raises(UserError, match="data folder not found"):
         make_report.main(["--data", str(tmp_path / "nope"), "--fast"])

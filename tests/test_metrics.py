@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from common import digit_classifier as dc
-from common.data import read_label_csv, load_image, to_float
+from common.data import load_image, read_label_csv, to_float
 from common.errors import DataError, UserError
 from common.face_score import count_faces, face_score, face_score_of_images
 from common.inception_score import inception_score, inception_score_from_probs, is_weights_path

@@ -158,7 +158,8 @@ def test_hw2_1_end_to_end(tiny_faces, tmp_path):
 
 
 def test_best_of_k_by_discriminator(tiny_faces, tmp_path):
-    from common.gan import export_state, generate
+    from common.checkpoint import export_state
+    from common.gan import generate
     run = run_train(tmp_path, tiny_faces / "face", "B", "--max-steps", "2")
     ck = load_checkpoint(run / "last.pt")
     with_d, no_d = tmp_path / "with_d.pt", tmp_path / "no_d.pt"

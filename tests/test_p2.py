@@ -19,13 +19,26 @@ from common.errors import UserError
 from common.training import load_checkpoint, read_jsonl
 from p2_diffusion_acgan import inference as p2inference
 from p2_diffusion_acgan import train as p2train
+from p2_diffusion_acgan.config import ACGANConfig, SAGANConfig
 from p2_diffusion_acgan.diffusion import diffusion_loss, guided_eps, sample
+from p2_diffusion_acgan.gans import build_gan
 from p2_diffusion_acgan.inference import Generator, default_checkpoint, digit_labels_and_names
-from p2_diffusion_acgan.model import (ACGANDiscriminator, ACGANGenerator, SAGANDiscriminator, SAGANGenerator,
-                                      SelfAttention, UNet)
-from p2_diffusion_acgan.schedulers import (SAMPLERS, DDIMSampler, NoiseSchedule, make_sampler, per_image_generators,
-                                          spaced_timesteps)
-from p2_diffusion_acgan.gan_setup import ACGANConfig, SAGANConfig, build_gan
+from p2_diffusion_acgan.model import (
+    ACGANDiscriminator,
+    ACGANGenerator,
+    SAGANDiscriminator,
+    SAGANGenerator,
+    SelfAttention,
+    UNet,
+)
+from p2_diffusion_acgan.schedulers import (
+    SAMPLERS,
+    DDIMSampler,
+    NoiseSchedule,
+    make_sampler,
+    per_image_generators,
+    spaced_timesteps,
+)
 from tests.conftest import needs_shared
 
 REPO = Path(__file__).resolve().parents[1]
@@ -687,6 +700,7 @@ def test_init_from_starts_a_new_run_from_shipped_weights(tiny_digits, tmp_path):
 def test_accept_sweep_scores_the_images_hw2_2_would_write(tiny_digits, tmp_path):
     import p2_accept_sweep
     import ship_checkpoint
+
     from p2_diffusion_acgan.evaluate import classifier_accuracy
     run = tmp_path / "acgan"
     _run_train(["--model", "acgan", "--run", str(run), "--data-root", str(tiny_digits), "--batch-size", "8",

@@ -18,9 +18,9 @@ from common.errors import UserError, cli_main
 from common.training import read_jsonl
 from p3_dann import inference
 from p3_dann.adapt import Augment, dann_lambda, dann_lr, pseudo_label_loss
-from p3_dann.model import DANN, grad_reverse
 from p3_dann.config import Config
 from p3_dann.evaluate import load_model
+from p3_dann.model import DANN, grad_reverse
 from p3_dann.train import train
 from tests.conftest import DATA, REPO, needs_data
 
@@ -224,10 +224,9 @@ def test_bad_inference_inputs_are_one_line_errors(tiny_digits, tmp_path, capsys,
     (tmp_path / "empty_usps").mkdir()
     (tmp_path / "bad.pt").write_bytes(b"junk")
     if case in ("missing", "empty"):  # the folder is checked after the checkpoint: give a real one
-        from p3_dann.train import export_checkpoint
+        from p3_dann.train import export_model
         m = DANN(width=8)
-        export_checkpoint({"version": 1, "config": dataclasses.asdict(tiny_cfg(tiny_digits)), "model": m.state_dict()},
-                          {"mode": "target"}, ck)
+        export_model(dataclasses.asdict(tiny_cfg(tiny_digits)), m.state_dict(), 0, {}, {"mode": "target"}, ck)
         capsys.readouterr()
     if case == "no_domain_in_path" and any(d in str(tmp_path).lower() for d in ("usps", "svhn", "mnistm")):
         pytest.skip("tmp path names a domain")

@@ -6,14 +6,13 @@ import subprocess
 import sys
 
 import pytest
+import ship_checkpoint
 import torch
 
 from common.errors import UserError
 from common.history import add_to_history, read_history
 from common.training import load_checkpoint
 from tests.conftest import REPO
-
-import ship_checkpoint
 
 
 def test_ship_moves_old_headline_to_previous_and_keeps_d(tmp_path):

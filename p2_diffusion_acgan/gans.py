@@ -1,79 +1,22 @@
 """ACGAN and the SAGAN-style cGAN on MNIST-M, trained by the shared GAN loop (``common.gan.train_gan``).
 
-This module only chooses configs, builds the networks and the data, and exports the generator;
+This module only builds the networks (configs: config.py) and the data, and exports the generator;
 the loop itself (phases, losses, EMA, resume, checkpoints) is common/gan.py.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from common.checkpoint import export_generator
 from common.data import TensorBatches
 from common.errors import UserError
-from common.gan import GANConfig, export_generator
 from common.gan import train_gan as shared_train_gan
-
-from p2_diffusion_acgan.config import build_discriminator, build_generator
-
-
-NUM_CLASSES = 10
-
-
-@dataclass
-class P2GANConfig(GANConfig):
-    """Problem-2 fields on top of the shared loop's ``GANConfig``."""
-
-    arch: str = "acgan"  # acgan | sagan (saved with every checkpoint: inference rebuilds G from it)
-    data_root: str = "hw2_data"
-    domain: str = "mnistm"
-    max_images: int = 0  # 0: the whole train split
-    g_channels: int = 64
-    d_channels: int = 64
-    d_projection: bool = False  # sagan: add a projection term to D (Miyato & Koyama 2018)
-    d_head_blind: bool = False  # sagan with aux_weight > 0: D's class head reads the image with the condition zeroed
-    g_cond_bn: bool = False  # acgan: class-conditional BatchNorm in G (the label acts at every resolution)
-    conditional: bool = True
-    num_classes: int = NUM_CLASSES
-    n_samples: int = 100  # 10x10 grid, rows = digits 0-9
-    sample_every: int = 1000
-    max_steps: int = 20000
-    ema_decay: float = 0.999
-
-
-@dataclass
-class ACGANConfig(P2GANConfig):
-    """ACGAN (Odena et al. 2017): D(x) -> (real/fake, class); class loss on real and fake."""
-
-    arch: str = "acgan"
-    loss: str = "bce"
-    aux_weight: float = 1.0
-    cond_in_d: bool = False
-
-
-@dataclass
-class SAGANConfig(P2GANConfig):
-    """SAGAN-style cGAN (report 004; Zhang et al. 2019): spectral norm, self-attention, condition
-    concatenated in G and D, two G steps per D step, TTUR (lr_g 1e-4, lr_d 4e-4), hinge loss."""
-
-    arch: str = "sagan"
-    loss: str = "hinge"
-    cond_in_d: bool = True
-    phases: str = "D,G,G"
-    lr_g: float = 1e-4
-    lr_d: float = 4e-4
-    beta1: float = 0.0
-    beta2: float = 0.9
-
-
-def gan_config_class(model: str) -> type[P2GANConfig]:
-    try:
-        return {"acgan": ACGANConfig, "sagan": SAGANConfig}[model]
-    except KeyError:
-        raise UserError(f"unknown GAN model {model!r} (acgan or sagan)") from None
+from p2_diffusion_acgan.config import P2GANConfig, build_discriminator, build_generator
+from p2_diffusion_acgan.data import grid_labels, load_train_data
 
 
 def build_gan(cfg: P2GANConfig) -> tuple[nn.Module, nn.Module]:
@@ -92,8 +35,6 @@ def build_gan(cfg: P2GANConfig) -> tuple[nn.Module, nn.Module]:
 
 def train_gan(model: str, cfg: P2GANConfig, run_dir: str | Path, progress: bool = True) -> dict:
     """Train (or resume) ``acgan`` / ``sagan``; writes run_dir/model.pt (EMA G, fp16) for inference."""
-    from p2_diffusion_acgan.train import grid_labels, load_train_data  # no cycle at import time
-
     if cfg.arch != model:
         raise UserError(f"config arch {cfg.arch!r} does not match --model {model}")
     run_dir = Path(run_dir)
