@@ -19,14 +19,8 @@ from typing import Any
 import torch
 
 from common.errors import UserError
-from common.training import (
-    CHECKPOINT_VERSION,
-    atomic_torch_save,
-    atomic_write_json,
-    float_state_dict,
-    half_state_dict,
-    load_checkpoint,
-)
+from common.training import (CHECKPOINT_VERSION, atomic_torch_save, atomic_write_json, float_state_dict,
+                             half_state_dict, load_checkpoint)
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT_DIR = REPO / "checkpoints"

@@ -191,6 +191,13 @@ def dry_run_dir(run_dir: str | None, name: str) -> Path:
     return p
 
 
+def command_parser(prog: str, doc: str, *example_lines: str) -> argparse.ArgumentParser:
+    """An ArgumentParser whose description is the first paragraph of ``doc`` and whose epilog lists
+    the example commands."""
+    return argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0], epilog=examples(*example_lines),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def examples(*lines: str) -> str:
     """An argparse epilog listing example commands."""
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)

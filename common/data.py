@@ -36,13 +36,19 @@ def is_image_file(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def list_images(folder: str | os.PathLike) -> list[str]:
-    """Sorted image file names (not paths) in ``folder``; one-line errors for a bad folder."""
+def existing_folder(folder: str | os.PathLike, what: str = "a folder") -> Path:
+    """``folder`` as a Path; a one-line ``DataError`` when it is missing or not a folder."""
     folder = Path(folder)
     if not folder.exists():
         raise DataError(f"image folder not found: {folder}")
     if not folder.is_dir():
-        raise DataError(f"not a folder: {folder}")
+        raise DataError(f"not {what}: {folder}")
+    return folder
+
+
+def list_images(folder: str | os.PathLike) -> list[str]:
+    """Sorted image file names (not paths) in ``folder``; one-line errors for a bad folder."""
+    folder = existing_folder(folder)
     names = sorted(n for n in os.listdir(folder) if is_image_file(n))
     if not names:
         raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder: {folder}")

@@ -14,6 +14,7 @@ its own name: ``{"fid"}``, ``{"is", "is_std"}``, ``{"face"}`` (percent), ``{"dig
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 from typing import Sequence
@@ -102,7 +103,11 @@ def format_result(cmd: str, r: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m common.evaluate", description=__doc__.split("\n\n")[0])
+    from common.cli import command_parser
+    p = command_parser("python -m common.evaluate", __doc__,
+                       "python -m common.evaluate fid out/p1_faces hw2_data/face/val",
+                       "python -m common.evaluate fid out/p2_digits hw2_data/digits/mnistm/val.csv --json",
+                       "python -m common.evaluate uda out/pred.csv hw2_data/digits/usps/val.csv")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def add(name, fn, help):
@@ -115,25 +120,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("gen", type=Path, help="folder of generated images (or a .npz of statistics)")
     s.add_argument("ref", type=Path, help="reference folder, .npz statistics, or a split's csv "
                                           "(e.g. hw2_data/digits/mnistm/val.csv: the images it lists)")
-    s.add_argument("--batch-size", type=int, default=50)
+    s.add_argument("--batch-size", type=int, default=50, help="images per Inception pass (default: 50, as pytorch-fid)")
     s.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     s.add_argument("--dims", type=int, default=2048, choices=[64, 192, 768, 2048],
                    help="Inception feature block, as pytorch-fid's --dims (FID: 2048)")
     s.add_argument("--no-cache", action="store_true", help="do not use/write cached REF statistics")
     s = add("is", _is, "Inception Score (torchvision Inception-v3, 10 splits)")
-    s.add_argument("gen", type=Path)
-    s.add_argument("--splits", type=int, default=10)
-    s.add_argument("--batch-size", type=int, default=50)
-    s.add_argument("--device", default=None)
+    s.add_argument("gen", type=Path, help="folder of images")
+    s.add_argument("--splits", type=int, default=10, help="splits the score is averaged over (default: 10)")
+    s.add_argument("--batch-size", type=int, default=50, help="images per Inception pass (default: 50)")
+    s.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     s = add("face", _face, "percentage of images with exactly one HOG-detected face")
-    s.add_argument("gen", type=Path)
+    s.add_argument("gen", type=Path, help="folder of images")
     s = add("digits", _digits, "digit classifier accuracy (label = first character of file name)")
-    s.add_argument("gen", type=Path)
+    s.add_argument("gen", type=Path, help="folder of images named <digit>_<anything>.png")
     s.add_argument("--classifier", type=Path, default=None,
                    help="checkpoint with 'state_dict' (default: ../shared/evaluators/Classifier.pth)")
     s = add("uda", _uda, "accuracy of a prediction csv against a ground-truth csv")
-    s.add_argument("pred_csv", type=Path)
-    s.add_argument("gt_csv", type=Path)
+    s.add_argument("pred_csv", type=Path, help="predictions: image_name,label")
+    s.add_argument("gt_csv", type=Path, help="ground truth: image_name,label")
     return p
 
 
@@ -146,10 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run() -> None:
-    """Console entry point: ``main`` with one-line errors."""
-    cli_main(main)
-
+run = functools.partial(cli_main, main)  # console entry point: main() with one-line errors
 
 if __name__ == "__main__":
     run()

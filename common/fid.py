@@ -61,7 +61,7 @@ from pytorch_fid.fid_score import IMAGE_EXTENSIONS as PF_IMAGE_EXTENSIONS
 from pytorch_fid.fid_score import calculate_frechet_distance
 from pytorch_fid.inception import FID_WEIGHTS_URL, InceptionV3
 
-from common.data import to_uint8
+from common.data import existing_folder, to_uint8
 from common.errors import DataError, UserError
 from common.training import atomic_torch_save, pick_device
 
@@ -220,11 +220,7 @@ def _device(device: str | torch.device | None) -> torch.device:
 # ----------------------------------------------------------------------------- images
 def fid_image_files(folder: str | os.PathLike) -> list[Path]:
     """The files pytorch-fid's CLI reads from ``folder`` (its extensions, case-sensitive), sorted."""
-    folder = Path(folder)
-    if not folder.exists():
-        raise DataError(f"image folder not found: {folder}")
-    if not folder.is_dir():
-        raise DataError(f"not a folder or .npz file: {folder}")
+    folder = existing_folder(folder, "a folder or .npz file")
     files = sorted(p for p in folder.iterdir() if p.suffix[1:] in PF_IMAGE_EXTENSIONS and p.is_file())
     if not files:
         raise DataError(f"no images ({', '.join(sorted(PF_IMAGE_EXTENSIONS))}) in folder: {folder}")

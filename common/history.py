@@ -30,6 +30,15 @@ from common.training import atomic_write_bytes, load_checkpoint, read_jsonl
 METRIC_LABELS = {"face_score": "face score (%)", "accuracy": "course-classifier accuracy (%)"}
 
 
+
+def save_figure(fig, path: str | Path, dpi: int = 120, **kw) -> None:
+    """Lay out, write (creating the folder) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, **kw)
+    plt.close(fig)
+
 def checkpoint_step(path: str | Path) -> int:
     """The training step of a snapshot / last.pt / shipped checkpoint (from the file, else its name)."""
     m = re.search(r"step_(\d+)", Path(path).name)
@@ -193,9 +202,7 @@ def plot_history(rows: list[dict], out: str | Path, title: str, target: float | 
         axes[1, 0].set(ylabel=METRIC_LABELS.get(second, second))
         axes[1, 0].grid(alpha=0.3)
     axes[-1, 0].set_xlabel("training step (all stages, counted from the first)")
-    fig.tight_layout()
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, bbox_inches="tight")
+    save_figure(fig, out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return True
 

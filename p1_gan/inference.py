@@ -12,7 +12,7 @@ a little FID for images that look more like faces (see README); ``--candidates 1
 """
 from __future__ import annotations
 
-import argparse
+import functools
 import time
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 
 from common.checkpoint import generator_state_dict
+from common.cli import command_parser
 from common.data import save_pngs
 from common.errors import UserError, cli_main
 from common.gan import generate
@@ -97,17 +98,25 @@ def generate_best_of(G: torch.nn.Module, D: torch.nn.Module | None, n: int, z_di
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="hw2_1.sh", description=__doc__.split("\n\n")[0])
-    p.add_argument("out", help="output folder (created)")
-    p.add_argument("--method", choices=METHODS, default=None, help="A (DCGAN) or B (improved, default)")
-    p.add_argument("--checkpoint", default=None, help="default checkpoints/p1_method<M>.pt")
-    p.add_argument("--n", type=int, default=1000, help="number of images (default 1000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=250)
+    p = command_parser("hw2_1.sh", __doc__,
+                       "bash hw2_1.sh out/faces                     # 1000 faces of method B",
+                       "bash hw2_1.sh out/faces_a --method A --seed 1",
+                       "bash hw2_1.sh out/plain --candidates 1      # B's plain generator, no selection by D")
+    p.add_argument("out", help="output folder, created if missing")
+    p.add_argument("--method", choices=METHODS, default=None,
+                   help="A (reference DCGAN) or B (spectral-norm hinge GAN; default)")
+    p.add_argument("--checkpoint", default=None, help="weights to sample from (default: checkpoints/p1_method<M>.pt)")
+    p.add_argument("--n", type=int, default=1000, help="number of images (default: 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise; the same seed gives the same bytes (default: 0)")
+    p.add_argument("--batch-size", type=int, default=250,
+                   help="images per generator call; changes speed and memory, not the images (default: 250)")
     p.add_argument("--candidates", type=int, default=None, metavar="K",
                    help="keep the best of K noises per image by the checkpoint's D (default: its config's, else 1)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: 0 = torch's default)")
     args = p.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     if args.n < 1 or args.batch_size < 1:
         raise UserError("--n and --batch-size must be >= 1")
     if args.candidates is not None and args.candidates < 1:
@@ -137,10 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run() -> None:
-    """Console entry point: ``main`` with one-line errors."""
-    cli_main(main)
-
+run = functools.partial(cli_main, main)  # console entry point: main() with one-line errors
 
 if __name__ == "__main__":
     run()

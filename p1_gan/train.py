@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -26,10 +27,10 @@ from common.cli import (
     add_config_args,
     add_deprecated,
     add_run_args,
+    command_parser,
     config_from_args,
     config_from_dict,
     dry_run_dir,
-    examples,
 )
 from common.data import ImageFolder, TensorBatches, list_images
 from common.errors import DataError, UserError, cli_main
@@ -77,12 +78,10 @@ def face_folder(data: str | Path) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m p1_gan.train", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=examples("python -m p1_gan.train --method B                     # runs/p1_B/, resumable",
-                        "python -m p1_gan.train --method A --device cuda --max-steps 6000",
-                        "python -m p1_gan.train --method B --threads 1 --no-progress   # beside other work on a CPU"))
+    p = command_parser("python -m p1_gan.train", __doc__,
+                       "python -m p1_gan.train --method B                     # runs/p1_B/, resumable",
+                       "python -m p1_gan.train --method A --device cuda --max-steps 6000",
+                       "python -m p1_gan.train --method B --threads 1 --no-progress   # beside other work on a CPU")
     add_run_args(p, data_default="hw2_data", data_help="data folder holding face/train (and face/val for FID); a face "
                  "folder itself also works", run_default="runs/p1_<method>")
     p.add_argument("--max-images", type=int, default=None, help="use only the first N training images (default: all)")
@@ -150,10 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run() -> None:
-    """Console entry point: ``main`` with one-line errors."""
-    cli_main(main)
-
+run = functools.partial(cli_main, main)  # console entry point: main() with one-line errors
 
 if __name__ == "__main__":
     run()

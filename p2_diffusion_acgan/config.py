@@ -14,7 +14,13 @@ from common.data import NUM_CLASSES
 from common.errors import UserError
 from common.gan import GANConfig
 from common.training import PRECISIONS
-from p2_diffusion_acgan.model import ACGANDiscriminator, ACGANGenerator, SAGANDiscriminator, SAGANGenerator, UNet
+from p2_diffusion_acgan.model import (
+    ACGANDiscriminator,
+    ACGANGenerator,
+    SAGANDiscriminator,
+    SAGANGenerator,
+    UNet,
+)
 from p2_diffusion_acgan.schedulers import SAMPLERS, SPACINGS
 
 

@@ -11,7 +11,7 @@ checkpoint's config: ``--sampler``, ``--steps``, ``--guidance``, ``--spacing``, 
 """
 from __future__ import annotations
 
-import argparse
+import functools
 import json
 import math
 import time
@@ -20,13 +20,26 @@ from typing import Sequence
 
 import torch
 
+from common.cli import command_parser
 from common.data import NUM_CLASSES, save_pngs
 from common.errors import UserError, cli_main
 from common.training import PRECISIONS, float_state_dict, load_checkpoint, pick_device
-from p2_diffusion_acgan.config import build_discriminator, build_generator, build_unet, diffusion_config_from
+from p2_diffusion_acgan.config import (
+    build_discriminator,
+    build_generator,
+    build_unet,
+    diffusion_config_from,
+)
 from p2_diffusion_acgan.diffusion import sample
 from p2_diffusion_acgan.model import SAGANDiscriminator
-from p2_diffusion_acgan.schedulers import SAMPLERS, SPACINGS, NoiseSchedule, make_sampler, per_image_generators, randn
+from p2_diffusion_acgan.schedulers import (
+    SAMPLERS,
+    SPACINGS,
+    NoiseSchedule,
+    make_sampler,
+    per_image_generators,
+    randn,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT_DIR = REPO / "checkpoints"
@@ -198,8 +211,11 @@ def generate_all(gen: Generator, seed: int = 0, batch_size: int = 1000, per_digi
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("out", help="output folder (created)")
+    p = command_parser("hw2_2.sh", __doc__,
+                       "bash hw2_2.sh out/digits                                   # diffusion, UniPC 8 steps, w 2",
+                       "bash hw2_2.sh out/digits20 --steps 20 --guidance 1.5 --precision fp32",
+                       "bash hw2_2.sh out/acgan --model acgan --candidates 1         # the ACGAN's plain generator")
+    p.add_argument("out", help="output folder, created if missing")
     p.add_argument("--model", choices=MODELS, default=None, help="which shipped model (default: the best present)")
     p.add_argument("--checkpoint", default=None, help="checkpoint path (default checkpoints/p2_<model>.pt)")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default=None, help="diffusion sampler (default: checkpoint's)")
@@ -219,11 +235,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--accept-prob", type=float, default=None, metavar="P",
                    help="GANs with K > 1: keep the first candidate D's class head gives p >= P, else the most probable "
                         "(default: the checkpoint's, else 1: always the most probable)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise; the same seed gives the same bytes (default: 0)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per batch (default 1000 on a GPU, 250 on a CPU: fewer page faults; same images)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: 0 = torch's default)")
     args = p.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be at least 1, got {args.steps}")
@@ -256,10 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run() -> None:
-    """Console entry point: ``main`` with one-line errors."""
-    cli_main(main)
-
+run = functools.partial(cli_main, main)  # console entry point: main() with one-line errors
 
 if __name__ == "__main__":
     run()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import time
 from pathlib import Path
@@ -22,7 +23,14 @@ import torch
 from tqdm import tqdm
 
 from common.checkpoint import shipped_form
-from common.cli import add_config_args, add_run_args, config_from_args, config_from_dict, dry_run_dir, examples
+from common.cli import (
+    add_config_args,
+    add_run_args,
+    command_parser,
+    config_from_args,
+    config_from_dict,
+    dry_run_dir,
+)
 from common.data import TensorBatches, save_grid, to_float
 from common.errors import UserError, cli_main
 from common.training import (
@@ -44,7 +52,11 @@ from common.training import (
 from p2_diffusion_acgan.config import DiffusionConfig, build_unet, gan_config_class
 from p2_diffusion_acgan.data import grid_labels, load_train_data
 from p2_diffusion_acgan.diffusion import diffusion_loss, sample
-from p2_diffusion_acgan.schedulers import NoiseSchedule, make_sampler, per_image_generators
+from p2_diffusion_acgan.schedulers import (
+    NoiseSchedule,
+    make_sampler,
+    per_image_generators,
+)
 
 MODELS = ("diffusion", "acgan", "sagan")
 
@@ -188,13 +200,11 @@ def _config_class(model: str):
 
 
 def build_parser(model: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m p2_diffusion_acgan.train", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=examples("python -m p2_diffusion_acgan.train                        # diffusion U-Net -> runs/p2_diffusion/",
-                        "python -m p2_diffusion_acgan.train --model acgan --device cuda --max-steps 30000",
-                        "python -m p2_diffusion_acgan.train --init-from checkpoints/p2_diffusion.pt --lr 5e-5 "
-                        "--run-dir runs/p2_more"))
+    p = command_parser("python -m p2_diffusion_acgan.train", __doc__,
+                       "python -m p2_diffusion_acgan.train                        # diffusion U-Net -> runs/p2_diffusion/",
+                       "python -m p2_diffusion_acgan.train --model acgan --device cuda --max-steps 30000",
+                       "python -m p2_diffusion_acgan.train --init-from checkpoints/p2_diffusion.pt --lr 5e-5 "
+                       "--run-dir runs/p2_more")
     p.add_argument("--model", choices=MODELS, default="diffusion",
                    help="what to train: the diffusion U-Net, ACGAN or the SAGAN-style cGAN (default: diffusion); "
                         "--help lists the options of the chosen model")
@@ -236,10 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run() -> None:
-    """Console entry point: ``main`` with one-line errors."""
-    cli_main(main)
-
+run = functools.partial(cli_main, main)  # console entry point: main() with one-line errors
 
 if __name__ == "__main__":
     run()

@@ -9,8 +9,8 @@ channel count are converted to 28x28 RGB; non-image files are skipped with a war
 """
 from __future__ import annotations
 
-import argparse
 import csv
+import functools
 import io
 import os
 import sys
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.cli import command_parser
 from common.data import IMAGE_EXTENSIONS, is_image_file, load_image, to_float
 from common.errors import DataError, UserError, cli_main
 from common.training import atomic_write_bytes, pick_device
@@ -94,14 +95,22 @@ def write_csv(path: str | os.PathLike, names: list[str], labels: list[int]) -> N
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("test_dir")
-    parser.add_argument("out_csv")
-    parser.add_argument("target", nargs="?", default=None, help="mnistm, svhn or usps (default: from the path)")
-    parser.add_argument("--checkpoint", default=None, help="default checkpoints/p3_<source>_<target>_improved.pt")
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--device", default="auto")
+    parser = command_parser("hw2_3.sh", __doc__,
+                            "bash hw2_3.sh hw2_data/digits/usps/data out/usps_pred.csv",
+                            "bash hw2_3.sh my_images/ pred.csv usps          # the target domain named explicitly",
+                            "bash hw2_3.sh hw2_data/digits/usps/data pred.csv --checkpoint checkpoints/p3_mnistm_usps_dann.pt")
+    parser.add_argument("test_dir", help="folder of the images to label")
+    parser.add_argument("out_csv", help="csv to write: image_name,label for every image of TEST_DIR")
+    parser.add_argument("target", nargs="?", default=None,
+                        help="target domain: mnistm, svhn or usps (default: the domain named in TEST_DIR's path)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="model to use (default: checkpoints/p3_<source>_<target>_improved.pt)")
+    parser.add_argument("--batch-size", type=int, default=512, help="images per forward pass (default: 512)")
+    parser.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda | cuda:N (default: auto)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: 0 = torch's default)")
     args = parser.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     target = infer_target(args.test_dir, args.target)
     if args.checkpoint is None:
         ck = default_checkpoint(target)
@@ -124,10 +133,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def run() -> None:
-    """Console entry point: ``main`` with one-line errors."""
-    cli_main(main)
-
+run = functools.partial(cli_main, main)  # console entry point: main() with one-line errors
 
 if __name__ == "__main__":
     run()

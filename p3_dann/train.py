@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import shlex
 import sys
@@ -37,7 +38,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from common.checkpoint import save_shipped, shipped_form
-from common.cli import add_config_args, add_run_args, config_from_args, config_from_dict, dry_run_dir, examples
+from common.cli import (
+    add_config_args,
+    add_run_args,
+    command_parser,
+    config_from_args,
+    config_from_dict,
+    dry_run_dir,
+)
 from common.data import TensorBatches, to_float
 from common.errors import UserError, cli_main
 from common.training import (
@@ -55,7 +63,13 @@ from common.training import (
     seed_everything,
     set_rng_state,
 )
-from p3_dann.adapt import Augment, DomainAdversarialLoss, dann_lambda, dann_lr, pseudo_label_loss
+from p3_dann.adapt import (
+    Augment,
+    DomainAdversarialLoss,
+    dann_lambda,
+    dann_lr,
+    pseudo_label_loss,
+)
 from p3_dann.config import MODE_DEFAULTS, MODES, Config, build_model, check_config
 from p3_dann.data import load_domain
 from p3_dann.evaluate import accuracy, load_model
@@ -238,12 +252,10 @@ def export_model(config: dict, weights: dict, step: int, metrics: dict, summary:
 
 # ----------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m p3_dann.train", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=examples("python -m p3_dann.train --mode dann                  # mnistm -> usps, runs/p3_mnistm_usps_dann/",
-                        "python -m p3_dann.train --mode improved --export checkpoints/p3_mnistm_usps_improved.pt",
-                        "python -m p3_dann.train --mode source --device cuda --max-steps 8000"))
+    p = command_parser("python -m p3_dann.train", __doc__,
+                       "python -m p3_dann.train --mode dann                  # mnistm -> usps, runs/p3_mnistm_usps_dann/",
+                       "python -m p3_dann.train --mode improved --export checkpoints/p3_mnistm_usps_improved.pt",
+                       "python -m p3_dann.train --mode source --device cuda --max-steps 8000")
     add_run_args(p, data_default=None, data_help="", run_default="runs/p3_<source>_<target>_<mode>")
     p.add_argument("--stop-after", type=int, default=0,
                    help="stop (resumably) after this many steps of this invocation; 0 runs to --max-steps (default: 0)")
@@ -270,10 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run() -> None:
-    """Console entry point: ``main`` with one-line errors."""
-    cli_main(main)
-
+run = functools.partial(cli_main, main)  # console entry point: main() with one-line errors
 
 if __name__ == "__main__":
     run()

@@ -24,16 +24,11 @@ from typing import Sequence
 import torch
 
 from common.data import save_pngs
+from common.cli import add_deprecated
 from common.errors import UserError, cli_main
 from common.gan import GANLoss
-from common.training import (
-    PRECISIONS,
-    count_params,
-    inference_autocast,
-    load_checkpoint,
-    pick_device,
-    resolve_precision,
-)
+from common.training import (PRECISIONS, count_params, inference_autocast, load_checkpoint, pick_device,
+                             resolve_precision)
 from p2_diffusion_acgan.config import DiffusionConfig, build_unet, gan_config_class
 from p2_diffusion_acgan.diffusion import diffusion_loss, guided_eps
 from p2_diffusion_acgan.gans import build_gan
@@ -137,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="U-Net forward-pass precisions to time each diffusion setting at (default: fp32 auto)")
     p.add_argument("--full", action="store_true", help="generate the 1000 images for every setting (+ accuracy)")
     p.add_argument("--fid", action="store_true", help="also FID vs mnistm val of every generated set (slow on a CPU)")
-    p.add_argument("--data-root", default="hw2_data", help="for the FID reference (mnistm val)")
+    p.add_argument("--data", dest="data_root", default="hw2_data", help="for the FID reference (mnistm val) (default: hw2_data)")
+    add_deprecated(p, "--data-root", "--data", "data_root")
     p.add_argument("--out", default="/tmp/bench_p2")
     p.add_argument("--checkpoints", default=str(CHECKPOINT_DIR), help="folder with p2_<model>.pt")
     args = p.parse_args(argv)

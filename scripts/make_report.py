@@ -387,7 +387,7 @@ def section_p3(ctx: Ctx) -> str:
     out = ctx.out / "p3"
     out.mkdir(parents=True, exist_ok=True)
     lines = ["## Problem 3: unsupervised domain adaptation", ""]
-    common = ["--data-root", str(ctx.data), "--checkpoints", str(ctx.ckpts), "--device", ctx.device,
+    common = ["--data", str(ctx.data), "--checkpoints", str(ctx.ckpts), "--device", ctx.device,
               "--cache-dir", str(ctx.tmp / "p3_cache")]
     quiet(p3_table.main, common + ["--out", str(out / "accuracy.md")])
     lines += ["### Accuracy on the target domain's validation split", "", (out / "accuracy.md").read_text().strip(), ""]

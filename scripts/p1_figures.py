@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 import torch
 
+from common.history import save_figure
 from common.data import list_images, load_image, save_grid, to_float
 from common.errors import cli_main
 from common.gan import generate
@@ -66,10 +67,7 @@ def plot_curves(run: Path, out: Path, title: str) -> bool:
         ax.plot([r["step"] for r in evals], [r["fid"] for r in evals], marker="o")
         ax.set(xlabel="step", ylabel="FID", title=f"{title}: FID of the EMA/G snapshots")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out)
     return True
 
 

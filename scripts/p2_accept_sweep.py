@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from common.cli import add_deprecated
 from common.errors import UserError, cli_main
 
 
@@ -68,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--accept-probs", type=float, nargs="+", default=[0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999, 1.0],
                    metavar="P", help="thresholds (default 0.5 ... 0.99999 and 1)")
     p.add_argument("--fid", action="store_true", help="also FID vs mnistm val per threshold")
-    p.add_argument("--data-root", default="hw2_data", help="with --fid: holds digits/mnistm (val is the reference)")
+    p.add_argument("--data", dest="data_root", default="hw2_data", help="with --fid: holds digits/mnistm (val is the reference) (default: hw2_data)")
+    add_deprecated(p, "--data-root", "--data", "data_root")
     p.add_argument("--classifier", default=None, help="course Classifier.pth (default ../shared/evaluators/)")
     p.add_argument("--out", default=None, help="append one JSON line per threshold to this file")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")

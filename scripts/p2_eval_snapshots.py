@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from common.cli import add_deprecated
 from common.errors import UserError, cli_main
 from common.history import add_history_args, add_to_history, apply_history_args, evaluate_snapshots
 from common.training import PRECISIONS
@@ -62,7 +63,8 @@ def sampling_options(a: argparse.Namespace) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python scripts/p2_eval_snapshots.py", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoints", nargs="+")
-    p.add_argument("--data-root", default="hw2_data", help="holds digits/mnistm (the FID reference: val)")
+    p.add_argument("--data", dest="data_root", default="hw2_data", help="holds digits/mnistm (the FID reference: val) (default: hw2_data)")
+    add_deprecated(p, "--data-root", "--data", "data_root")
     p.add_argument("--classifier", default=None, help="course Classifier.pth (default ../shared/evaluators/)")
     p.add_argument("--out", default=None)
     p.add_argument("--fid-dims", type=int, default=2048, choices=(64, 192, 768, 2048),

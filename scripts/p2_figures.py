@@ -18,6 +18,7 @@ from typing import Sequence
 
 import torch
 
+from common.history import save_figure
 from common.cli import config_from_dict
 from common.data import save_grid
 from common.errors import cli_main
@@ -75,10 +76,7 @@ def reverse_process_figure(gen: Generator, path: Path, sampler: str | None, step
         ax.set_title(f"t = {t_shown}")
         ax.axis("off")
     fig.suptitle(f'reverse process of the first "0" ({sampler or c.sampler}, {n} steps)')
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return shown
 
 

@@ -1,6 +1,6 @@
 """Accuracy table of problem 3 (source / DANN / improved / target x scenario) as markdown.
 
-    python scripts/p3_table.py [--data-root hw2_data] [--checkpoints checkpoints] [--out report/p3/accuracy.md]
+    python scripts/p3_table.py [--data hw2_data] [--checkpoints checkpoints] [--out report/p3/accuracy.md]
 
 Every number is computed here: each shipped checkpoint ``p3_<source>_<target>_<mode>.pt`` is
 evaluated on the target domain's validation split. A cell is "-" when the checkpoint or the
@@ -12,6 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
+from common.cli import add_deprecated
 from common.errors import cli_main
 from common.training import pick_device
 from p3_dann.analysis import SCENARIOS, checkpoint_path, evaluate_checkpoint
@@ -59,7 +60,8 @@ def build_table(data_root: str, ck_dir: str, device, cache_dir: str) -> tuple[st
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-root", default="hw2_data")
+    ap.add_argument("--data", dest="data_root", default="hw2_data", help="data folder holding digits/<domain>/ (default: hw2_data)")
+    add_deprecated(ap, "--data-root", "--data", "data_root")
     ap.add_argument("--checkpoints", default="checkpoints")
     ap.add_argument("--out", default="report/p3/accuracy.md")
     ap.add_argument("--cache-dir", default="runs/p3_cache")

@@ -1,6 +1,6 @@
 """t-SNE of the feature space of problem 3's models on validation images -> PNGs.
 
-    python scripts/p3_tsne.py [--data-root hw2_data] [--checkpoints checkpoints] [--out report/p3] [--n 1000]
+    python scripts/p3_tsne.py [--data hw2_data] [--checkpoints checkpoints] [--out report/p3] [--n 1000]
 
 For every shipped checkpoint ``p3_<source>_<target>_<mode>.pt`` whose data exist: features of
 n source + n target validation images, embedded with scikit-learn's TSNE, drawn twice side by
@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from sklearn.manifold import TSNE
 
+from common.cli import add_deprecated
 from common.errors import UserError, cli_main
 from common.training import pick_device
 from p3_dann.analysis import SCENARIOS, checkpoint_path, domain_features
@@ -48,7 +49,8 @@ def plot_tsne(ck: Path, data_root: str, out: Path, n: int, device, cache_dir: st
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-root", default="hw2_data")
+    ap.add_argument("--data", dest="data_root", default="hw2_data", help="data folder holding digits/<domain>/ (default: hw2_data)")
+    add_deprecated(ap, "--data-root", "--data", "data_root")
     ap.add_argument("--checkpoints", default="checkpoints")
     ap.add_argument("--out", default="report/p3")
     ap.add_argument("--n", type=int, default=1000, help="images per domain")

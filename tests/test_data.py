@@ -3,16 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from common.data import (
-    ImageFolder,
-    TensorBatches,
-    digit_dataset,
-    digit_split,
-    list_images,
-    read_label_csv,
-    to_float,
-    to_uint8,
-)
+from common.data import (ImageFolder, TensorBatches, digit_dataset, digit_split, list_images, read_label_csv, to_float,
+                         to_uint8)
 from common.errors import DataError
 from tests.conftest import needs_data
 

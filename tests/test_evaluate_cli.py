@@ -74,6 +74,7 @@ def test_digits_json_with_a_given_classifier(tmp_path, capsys):
     assert "50.00 %" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_fid_json_of_a_folder_with_itself(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HW2_CACHE", str(tmp_path / "cache"))
     a = make_face_folder(tmp_path / "a", n=5, size=32)
@@ -96,6 +97,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys, monkeypatch):
     assert "inception_v3_google-0cc3c7bd.pth" in msg and str(tmp_path / "hub") in msg
 
 
+@pytest.mark.slow
 def test_module_entry_point_prints_only_json_on_stdout(tmp_path):
     gt = _csv(tmp_path / "gt.csv", [("a.png", 1), ("b.png", 2)])
     out = subprocess.run([sys.executable, "-m", "common.evaluate", "uda", str(gt), str(gt), "--json"],

@@ -179,6 +179,7 @@ def _our_cli(a, b, batch_size, dims) -> float:
 
 @pytest.mark.parametrize("dims", [192, pytest.param(2048, marks=pytest.mark.skipif(
     not os.environ.get("HW2_FULL_FID_TEST"), reason="2048-d sqrtm is slow on CPU: set HW2_FULL_FID_TEST=1"))])
+@pytest.mark.slow
 def test_cli_equals_pytorch_fid_cli(fid_weights, tmp_path, dims):
     a = make_face_folder(tmp_path / "a", n=10, size=64, seed=0)           # png
     b = make_face_folder(tmp_path / "b", n=10, size=48, seed=1, ext=".jpg")  # jpg, other size

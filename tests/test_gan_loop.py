@@ -13,18 +13,8 @@ from torch import nn
 
 from common.checkpoint import export_generator, generator_state_dict
 from common.errors import UserError
-from common.gan import (
-    GANConfig,
-    GANLoss,
-    diff_augment,
-    generate,
-    gradient_penalty,
-    init_weights,
-    r1_penalty,
-    recompute_bn_stats,
-    train_gan,
-    validate_config,
-)
+from common.gan import (GANConfig, GANLoss, diff_augment, generate, gradient_penalty, init_weights, r1_penalty,
+                        recompute_bn_stats, train_gan, validate_config)
 from common.training import NonFiniteLoss, load_checkpoint, read_jsonl
 
 Z, N_CLS, S = 8, 4, 8  # z dim, classes, image size

@@ -10,15 +10,8 @@ import torch
 from PIL import Image
 
 from common.errors import UserError
-from common.history import (
-    add_to_history,
-    checkpoint_step,
-    evaluate_snapshots,
-    mark_shipped,
-    plot_history,
-    read_history,
-    stage_summary,
-)
+from common.history import (add_to_history, checkpoint_step, evaluate_snapshots, mark_shipped, plot_history,
+                            read_history, stage_summary)
 from common.training import read_jsonl
 
 
@@ -109,13 +102,14 @@ def test_plot_history_draws_stages_target_and_shipped(tmp_path):
     assert not (tmp_path / "none.png").exists()
 
 
+@pytest.mark.slow
 def test_p2_eval_snapshots_end_to_end(tiny_digits, tmp_path, monkeypatch, capsys):
     """A tiny ACGAN's snapshots through hw2_2 -> classifier -> FID, into a history; resumable."""
     from common.digit_classifier import LeNet
     from p2_diffusion_acgan import train as p2train
     monkeypatch.setenv("HW2_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "acgan"
-    assert p2train.main(["--model", "acgan", "--run", str(run), "--data-root", str(tiny_digits), "--batch-size", "8",
+    assert p2train.main(["--model", "acgan", "--run-dir", str(run), "--data", str(tiny_digits), "--batch-size", "8",
                          "--g-channels", "8", "--d-channels", "8", "--max-steps", "4", "--snapshot-every", "2",
                          "--sample-every", "0", "--threads", "1"]) == 0
     snaps = sorted((run / "snapshots").glob("step_*.pt"))
@@ -127,7 +121,7 @@ def test_p2_eval_snapshots_end_to_end(tiny_digits, tmp_path, monkeypatch, capsys
         clf.fc3.bias[7] = 1.0
     torch.save({"state_dict": clf.state_dict()}, tmp_path / "c.pth")
     hist, out = tmp_path / "history.jsonl", tmp_path / "eval.jsonl"
-    argv = [*map(str, snaps), "--data-root", str(tiny_digits), "--classifier", str(tmp_path / "c.pth"),
+    argv = [*map(str, snaps), "--data", str(tiny_digits), "--classifier", str(tmp_path / "c.pth"),
             "--fid-dims", "64", "--out", str(out), "--history", str(hist), "--stage", "tiny", "--step-offset", "10"]
     assert p2_eval_snapshots.main(argv) == 0
     recs = read_jsonl(out)
@@ -138,9 +132,9 @@ def test_p2_eval_snapshots_end_to_end(tiny_digits, tmp_path, monkeypatch, capsys
     assert "FID" in capsys.readouterr().out
     assert p2_eval_snapshots.main(argv) == 0 and len(read_jsonl(out)) == 2  # nothing evaluated twice
     with pytest.raises(UserError, match="--stage"):
-        p2_eval_snapshots.main([str(snaps[0]), "--data-root", str(tiny_digits), "--history", str(hist)])
+        p2_eval_snapshots.main([str(snaps[0]), "--data", str(tiny_digits), "--history", str(hist)])
     with pytest.raises(UserError, match="nowhere"):
-        p2_eval_snapshots.main([str(snaps[0]), "--data-root", str(tmp_path / "nowhere")])
+        p2_eval_snapshots.main([str(snaps[0]), "--data", str(tmp_path / "nowhere")])
     assert json.loads(hist.read_text().splitlines()[0])["stage"] == "tiny"
 
 

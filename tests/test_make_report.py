@@ -41,6 +41,7 @@ def tiny_checkpoints(folder: Path, data: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_make_report_fast_writes_every_section(tiny_digits, tmp_path, monkeypatch):
     import make_report
     monkeypatch.setenv("HW2_CACHE", str(tmp_path / "cache"))  # tiny statistics stay out of the user's cache

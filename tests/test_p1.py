@@ -122,6 +122,7 @@ def _digest(folder: Path) -> str:
     return h.hexdigest()
 
 
+@pytest.mark.slow
 def test_hw2_1_end_to_end(tiny_faces, tmp_path):
     run = run_train(tmp_path, tiny_faces / "face", "B", "--max-steps", "1", "--ema-bn-stats", "true")
     ema_bn = load_checkpoint(run / "last.pt")["ema"]["module"]["main.1.num_batches_tracked"]
@@ -210,6 +211,7 @@ def test_missing_checkpoint_says_how_to_train(tmp_path, monkeypatch):
         inference.main([str(tmp_path / "out"), "--checkpoint", str(tmp_path / "x.pt")])
 
 
+@pytest.mark.slow
 def test_bench_p1_times_best_of_k(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("bench_p1", REPO / "scripts" / "bench_p1.py")
     bench = importlib.util.module_from_spec(spec)

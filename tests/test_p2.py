@@ -23,22 +23,10 @@ from p2_diffusion_acgan.config import ACGANConfig, SAGANConfig
 from p2_diffusion_acgan.diffusion import diffusion_loss, guided_eps, sample
 from p2_diffusion_acgan.gans import build_gan
 from p2_diffusion_acgan.inference import Generator, default_checkpoint, digit_labels_and_names
-from p2_diffusion_acgan.model import (
-    ACGANDiscriminator,
-    ACGANGenerator,
-    SAGANDiscriminator,
-    SAGANGenerator,
-    SelfAttention,
-    UNet,
-)
-from p2_diffusion_acgan.schedulers import (
-    SAMPLERS,
-    DDIMSampler,
-    NoiseSchedule,
-    make_sampler,
-    per_image_generators,
-    spaced_timesteps,
-)
+from p2_diffusion_acgan.model import (ACGANDiscriminator, ACGANGenerator, SAGANDiscriminator, SAGANGenerator,
+                                      SelfAttention, UNet)
+from p2_diffusion_acgan.schedulers import (DDIMSampler, NoiseSchedule, SAMPLERS, make_sampler, per_image_generators,
+                                           spaced_timesteps)
 from tests.conftest import needs_shared
 
 REPO = Path(__file__).resolve().parents[1]
@@ -384,6 +372,7 @@ def test_guided_forward_is_one_batched_call():
 
 
 # ----------------------------------------------------------------------------- training
+@pytest.mark.slow
 def test_diffusion_training_steps_lower_the_loss():
     torch.manual_seed(0)
     m = UNet(**TINY_UNET).train()
@@ -416,7 +405,7 @@ def _run_train(argv):
 
 def test_train_diffusion_cli_resume_and_checkpoint(tiny_digits, tmp_path):
     run = tmp_path / "run"
-    base = ["--model", "diffusion", "--run", str(run), "--data-root", str(tiny_digits), "--batch-size", "8",
+    base = ["--model", "diffusion", "--run-dir", str(run), "--data", str(tiny_digits), "--batch-size", "8",
             "--log-every", "1", "--sample-every", "0", *TINY_ARGS]
     _run_train(base + ["--max-steps", "2"])
     _run_train(base + ["--max-steps", "3"])  # resumes at step 2
@@ -436,7 +425,7 @@ def test_train_diffusion_cli_resume_and_checkpoint(tiny_digits, tmp_path):
 @pytest.mark.parametrize("model", ["acgan", "sagan"])
 def test_train_gan_losses_finite_and_changing(model, tiny_digits, tmp_path):
     run = tmp_path / model
-    _run_train(["--model", model, "--run", str(run), "--data-root", str(tiny_digits), "--batch-size", "8",
+    _run_train(["--model", model, "--run-dir", str(run), "--data", str(tiny_digits), "--batch-size", "8",
                 "--g-channels", "8", "--d-channels", "8", "--max-steps", "4", "--log-every", "1",
                 "--sample-every", "4", "--threads", "1"])
     recs = [r for r in read_jsonl(run / "metrics.jsonl") if r.get("kind") == "train"]
@@ -468,9 +457,10 @@ def _check_outputs(out: Path):
             assert im.size == (28, 28) and im.mode == "RGB"
 
 
+@pytest.mark.slow
 def test_hw2_2_end_to_end_diffusion(tiny_digits, tmp_path):
     run = tmp_path / "run"
-    _run_train(["--run", str(run), "--data-root", str(tiny_digits), "--batch-size", "8", "--max-steps", "2",
+    _run_train(["--run-dir", str(run), "--data", str(tiny_digits), "--batch-size", "8", "--max-steps", "2",
                 "--sample-every", "0", "--sample-steps", "2", *TINY_ARGS])
     out = tmp_path / "out" / "nested"  # created by the script
     r = _hw2_2(out, "--checkpoint", run / "model.pt", "--threads", "1", "--steps", "1")
@@ -528,9 +518,10 @@ def test_hw2_2_end_to_end_diffusion(tiny_digits, tmp_path):
     assert "SAGANAttention" in (figs / "architecture_sagan.txt").read_text()
 
 
+@pytest.mark.slow
 def test_hw2_2_end_to_end_acgan_and_errors(tiny_digits, tmp_path):
     run = tmp_path / "acgan"
-    _run_train(["--model", "acgan", "--run", str(run), "--data-root", str(tiny_digits), "--batch-size", "8",
+    _run_train(["--model", "acgan", "--run-dir", str(run), "--data", str(tiny_digits), "--batch-size", "8",
                 "--g-channels", "8", "--d-channels", "8", "--max-steps", "2", "--sample-every", "0", "--threads", "1"])
     out = tmp_path / "out"
     r = _hw2_2(out, "--model", "acgan", "--checkpoint", run / "model.pt", "--threads", "1")
@@ -567,7 +558,7 @@ def test_pick_candidates_first_accepted_else_most_probable():
 
 def test_gan_candidates_ranked_by_the_class_head(tiny_digits, tmp_path):
     run = tmp_path / "acgan"
-    _run_train(["--model", "acgan", "--run", str(run), "--data-root", str(tiny_digits), "--batch-size", "8",
+    _run_train(["--model", "acgan", "--run-dir", str(run), "--data", str(tiny_digits), "--batch-size", "8",
                 "--g-channels", "8", "--d-channels", "8", "--max-steps", "2", "--sample-every", "0", "--threads", "1"])
     gen = Generator(load_checkpoint(run / "last.pt"))  # a run's last.pt keeps D
     assert gen.critic is not None
@@ -615,7 +606,7 @@ def test_gan_candidates_ranked_by_the_class_head(tiny_digits, tmp_path):
 
 def _sagan_run(tiny_digits, tmp_path) -> Path:
     run = tmp_path / "sagan"
-    _run_train(["--model", "sagan", "--run", str(run), "--data-root", str(tiny_digits), "--batch-size", "8",
+    _run_train(["--model", "sagan", "--run-dir", str(run), "--data", str(tiny_digits), "--batch-size", "8",
                 "--g-channels", "8", "--d-channels", "8", "--max-steps", "1", "--sample-every", "0", "--threads", "1"])
     return run / "last.pt"
 
@@ -637,14 +628,14 @@ def test_default_checkpoint_choice(tmp_path):
 
 def test_dry_run_smoke(tiny_digits, tmp_path, capsys):
     run = tmp_path / "dry"
-    _run_train(["--dry-run", "--run", str(run), "--data-root", str(tiny_digits), *TINY_ARGS])
+    _run_train(["--dry-run", "--run-dir", str(run), "--data", str(tiny_digits), *TINY_ARGS])
     assert load_checkpoint(run / "last.pt")["step"] == 2
     assert json.loads((run / "config.json").read_text())["max_images"] == 256
     assert "diffusion: 100%" in capsys.readouterr().err  # the bar
     # background runs: --no-progress keeps the log free of bars (diffusion and the GANs)
     for model in ("diffusion", "acgan"):
-        _run_train(["--model", model, "--dry-run", "--no-progress", "--run", str(tmp_path / model),
-                    "--data-root", str(tiny_digits), "--threads", "1"]
+        _run_train(["--model", model, "--dry-run", "--no-progress", "--run-dir", str(tmp_path / model),
+                    "--data", str(tiny_digits), "--threads", "1"]
                    + (TINY_ARGS if model == "diffusion" else ["--g-channels", "8", "--d-channels", "8"]))
         assert load_checkpoint(tmp_path / model / "last.pt")["step"] == 2
         assert "it/s" not in capsys.readouterr().err, model
@@ -652,9 +643,9 @@ def test_dry_run_smoke(tiny_digits, tmp_path, capsys):
 
 def test_bad_user_input_is_one_line_error(tiny_digits, tmp_path):
     with pytest.raises(UserError, match="sampler"):
-        p2train.main(["--run", str(tmp_path / "r"), "--data-root", str(tiny_digits), "--sampler", "euler"])
+        p2train.main(["--run-dir", str(tmp_path / "r"), "--data", str(tiny_digits), "--sampler", "euler"])
     with pytest.raises(UserError, match="missing"):
-        p2train.main(["--run", str(tmp_path / "r"), "--data-root", str(tmp_path / "missing")])
+        p2train.main(["--run-dir", str(tmp_path / "r"), "--data", str(tmp_path / "missing")])
     with pytest.raises(UserError, match="steps"):
         p2inference.main([str(tmp_path / "o"), "--steps", "0"])
 
@@ -665,7 +656,7 @@ def test_missing_classifier_stops_training_before_it_starts(tiny_digits, tmp_pat
     monkeypatch.setenv("HW2_CLASSIFIER", str(tmp_path / "gone" / "Classifier.pth"))
     for model in ("diffusion", "acgan"):
         with pytest.raises(UserError, match="gone/Classifier.pth"):
-            p2train.main(["--model", model, "--run", str(tmp_path / model), "--data-root", str(tiny_digits),
+            p2train.main(["--model", model, "--run-dir", str(tmp_path / model), "--data", str(tiny_digits),
                           "--eval-every", "1000", "--threads", "1", "--no-progress"])
         assert not (tmp_path / model / "last.pt").exists()
 
@@ -680,21 +671,21 @@ def test_eval_hook_reports_accuracy():
 
 
 def test_init_from_starts_a_new_run_from_shipped_weights(tiny_digits, tmp_path):
-    base = ["--model", "diffusion", "--data-root", str(tiny_digits), "--batch-size", "8", "--sample-every", "0",
+    base = ["--model", "diffusion", "--data", str(tiny_digits), "--batch-size", "8", "--sample-every", "0",
             *TINY_ARGS]
-    _run_train(base + ["--run", str(tmp_path / "a"), "--max-steps", "2"])
+    _run_train(base + ["--run-dir", str(tmp_path / "a"), "--max-steps", "2"])
     shipped = load_checkpoint(tmp_path / "a" / "model.pt")
-    _run_train(base + ["--run", str(tmp_path / "b"), "--max-steps", "1", "--init-from", str(tmp_path / "a" / "model.pt"),
+    _run_train(base + ["--run-dir", str(tmp_path / "b"), "--max-steps", "1", "--init-from", str(tmp_path / "a" / "model.pt"),
                        "--lr", "0"])  # lr 0: the weights stay the initial ones
     got = load_checkpoint(tmp_path / "b" / "model.pt")
     assert got["step"] == 1
     for k, v in shipped["model"].items():
         assert torch.equal(v, got["model"][k]), k
     with pytest.raises(UserError, match="does not fit"):
-        p2train.main(base + ["--run", str(tmp_path / "c"), "--max-steps", "1", "--base-channels", "16",
+        p2train.main(base + ["--run-dir", str(tmp_path / "c"), "--max-steps", "1", "--base-channels", "16",
                              "--init-from", str(tmp_path / "a" / "model.pt")])
     with pytest.raises(UserError, match="not a diffusion model"):
-        p2train.main(base + ["--run", str(tmp_path / "d"), "--max-steps", "1", "--init-from", str(tmp_path / "a" / "last.pt")])
+        p2train.main(base + ["--run-dir", str(tmp_path / "d"), "--max-steps", "1", "--init-from", str(tmp_path / "a" / "last.pt")])
 
 
 def test_accept_sweep_scores_the_images_hw2_2_would_write(tiny_digits, tmp_path):
@@ -703,7 +694,7 @@ def test_accept_sweep_scores_the_images_hw2_2_would_write(tiny_digits, tmp_path)
 
     from p2_diffusion_acgan.evaluate import classifier_accuracy
     run = tmp_path / "acgan"
-    _run_train(["--model", "acgan", "--run", str(run), "--data-root", str(tiny_digits), "--batch-size", "8",
+    _run_train(["--model", "acgan", "--run-dir", str(run), "--data", str(tiny_digits), "--batch-size", "8",
                 "--g-channels", "8", "--d-channels", "8", "--max-steps", "2", "--sample-every", "0", "--threads", "1"])
     ship_checkpoint.ship(run / "model.pt", "p2_acgan", tmp_path / "ck", [], [], "", run / "last.pt")
     ck = tmp_path / "ck" / "p2_acgan.pt"
@@ -728,6 +719,7 @@ def test_accept_sweep_scores_the_images_hw2_2_would_write(tiny_digits, tmp_path)
         p2_accept_sweep.main([str(tmp_path / "nope.pt")])
 
 
+@pytest.mark.slow
 def test_bench_p2_table_has_a_row_per_setting_with_its_spacing(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("bench_p2", REPO / "scripts" / "bench_p2.py")
     bench = importlib.util.module_from_spec(spec)
@@ -743,3 +735,18 @@ def test_bench_p2_table_has_a_row_per_setting_with_its_spacing(tmp_path, capsys)
     assert [r.split(" | ")[4] for r in rows] == ["fp32", "bf16"]  # one row per precision, listed once
     with pytest.raises(UserError, match="'ddim:4:uniform'"):
         bench.main([*args, "--settings", "ddim:4:uniform"])
+
+
+def test_dry_run_never_touches_the_default_run_folder(tiny_digits, tmp_path, monkeypatch):
+    """A dry run writes to a throw-away folder; the real command afterwards starts fresh, not
+    from the dry run's step with its settings (and an existing run refuses a dry run into it)."""
+    from p3_dann.train import main as p3_main
+    monkeypatch.chdir(tmp_path)
+    _run_train(["--model", "acgan", "--dry-run", "--no-progress", "--data", str(tiny_digits), "--threads", "1",
+                "--g-channels", "8", "--d-channels", "8"])
+    assert p3_main(["--mode", "dann", "--dry-run", "--no-progress", "--data", str(tiny_digits)]) == 0
+    assert not (tmp_path / "runs" / "p2_acgan").exists() and not (tmp_path / "runs" / "p3_mnistm_usps_dann").exists()
+    dry = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert [n.split("_")[:2] for n in dry] == [["dryrun", "p2"], ["dryrun", "p3"]]
+    with pytest.raises(UserError, match="not empty"):
+        p2train.main(["--dry-run", "--run-dir", str(tmp_path / "runs" / dry[0]), "--data", str(tiny_digits)])

@@ -142,11 +142,11 @@ def test_resume_continues_and_config_mismatch_is_an_error(tiny_digits, tmp_path)
 def test_bad_training_arguments(tiny_digits, tmp_path):
     from p3_dann.train import main
     with pytest.raises(UserError, match="unknown target domain 'mnist'"):
-        main(["--target", "mnist", "--data-root", str(tiny_digits), "--run-dir", str(tmp_path / "r")])
+        main(["--target", "mnist", "--data", str(tiny_digits), "--run-dir", str(tmp_path / "r")])
     with pytest.raises(UserError, match="unknown mode"):
         main(["--mode", "best"])
     with pytest.raises(UserError, match="digit domain folder not found"):
-        main(["--dry-run", "--data-root", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "r2")])
+        main(["--dry-run", "--data", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "r2")])
 
 
 # ----------------------------------------------------------------------------- inference / hw2_3.sh
@@ -167,6 +167,7 @@ def read_rows(path: Path) -> list[list[str]]:
         return list(csv.reader(f))
 
 
+@pytest.mark.slow
 def test_hw2_3_end_to_end(tiny_digits, tiny_checkpoint, tmp_path):
     test_dir = tiny_digits / "digits" / "usps" / "data"
     out = tmp_path / "new" / "sub" / "pred.csv"
@@ -272,6 +273,7 @@ def load_script(name: str):
     return mod
 
 
+@pytest.mark.slow
 def test_table_tsne_and_bench_scripts(tiny_digits, tmp_path, capsys):
     cks = tmp_path / "cks"
     for mode in ("source", "improved"):
@@ -279,7 +281,7 @@ def test_table_tsne_and_bench_scripts(tiny_digits, tmp_path, capsys):
         train(cfg, tmp_path / mode, export=str(cks / f"p3_mnistm_usps_{mode}.pt"), progress=False)
     table = load_script("p3_table")
     out = tmp_path / "rep" / "acc.md"
-    assert table.main(["--data-root", str(tiny_digits), "--checkpoints", str(cks), "--out", str(out),
+    assert table.main(["--data", str(tiny_digits), "--checkpoints", str(cks), "--out", str(out),
                        "--cache-dir", ""]) == 0
     md = out.read_text()
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in md.splitlines()
@@ -289,7 +291,7 @@ def test_table_tsne_and_bench_scripts(tiny_digits, tmp_path, capsys):
     assert rows["DANN"] == ["-"] * 4 and rows["Trained on source (lower bound)"][0] == "-"
     assert rows["Trained on source (lower bound)"][1] == f"{100 * res['source']['target_val_acc']:.2f} %"
     tsne = load_script("p3_tsne")
-    assert tsne.main(["--data-root", str(tiny_digits), "--checkpoints", str(cks), "--out", str(tmp_path / "rep"),
+    assert tsne.main(["--data", str(tiny_digits), "--checkpoints", str(cks), "--out", str(tmp_path / "rep"),
                       "--n", "20", "--modes", "improved", "--cache-dir", ""]) == 0
     png = tmp_path / "rep" / "tsne_mnistm_usps_improved.png"
     assert Image.open(png).size[0] > 400
@@ -303,8 +305,8 @@ def test_table_tsne_and_bench_scripts(tiny_digits, tmp_path, capsys):
 def test_cli_dry_run_on_svhn_layout(tiny_digits, tmp_path, capsys):
     from p3_dann.train import main
     run = tmp_path / "r"
-    assert main(["--source", "svhn", "--target", "mnistm", "--mode", "dann", "--dry-run", "--quiet",
-                 "--data-root", str(tiny_digits), "--run-dir", str(run)]) == 0
+    assert main(["--source", "svhn", "--target", "mnistm", "--mode", "dann", "--dry-run", "--no-progress",
+                 "--data", str(tiny_digits), "--run-dir", str(run)]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["scenario"] == "svhn->mnistm" and out["step"] == 3 and "--dry-run" in out["command"]
     assert json.loads((run / "config.json").read_text())["batch_size"] == 8

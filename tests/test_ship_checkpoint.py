@@ -39,6 +39,7 @@ def test_ship_moves_old_headline_to_previous_and_keeps_d(tmp_path):
     assert "discriminator_source" not in meta
 
 
+@pytest.mark.slow
 def test_ship_errors_are_one_line(tmp_path):
     bad = tmp_path / "bad.pt"
     torch.save({"G": {"w": torch.ones(1)}}, bad)

@@ -10,16 +10,8 @@ from torch import nn
 
 from common.cli import add_config_args, config_from_args, config_from_dict
 from common.errors import UserError
-from common.training import (
-    EMA,
-    GracefulStop,
-    MetricsLog,
-    NonFiniteLoss,
-    atomic_torch_save,
-    check_finite,
-    load_checkpoint,
-    read_jsonl,
-)
+from common.training import (EMA, GracefulStop, MetricsLog, NonFiniteLoss, atomic_torch_save, check_finite,
+                             load_checkpoint, read_jsonl)
 
 
 @dataclasses.dataclass
