@@ -19,7 +19,7 @@ from typing import Sequence
 
 import torch
 
-from common.checkpoint import generator_state_dict
+from common.checkpoint import generator_state_dict, shipped_path
 from common.cli import command_parser
 from common.data import save_pngs
 from common.errors import UserError, cli_main
@@ -27,15 +27,13 @@ from common.gan import generate
 from common.training import float_state_dict, load_checkpoint, pick_device
 from p1_gan.config import METHODS, build_generator, build_models, config_from_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def default_checkpoint(method: str) -> Path:
-    return REPO / "checkpoints" / f"p1_method{method}.pt"
+    return shipped_path(f"p1_method{method}")
 
 
 def train_hint(method: str) -> str:
-    return (f"train it with: python -m p1_gan.train --method {method} --data hw2_data/face, then "
+    return (f"train it with: python -m p1_gan.train --method {method}, then "
             f"python -m p1_gan.export runs/p1_{method}/best.pt checkpoints/p1_method{method}.pt")
 
 

@@ -85,17 +85,20 @@ def gan_eval_fn(G: nn.Module, step: int) -> dict:
 def main(argv=None) -> int:
     """``python -m p2_diffusion_acgan.evaluate OUT``: accuracy (overall, per digit) and FID vs mnistm val
     of the images hw2_2.sh wrote to OUT (labels from the file names)."""
-    import argparse
     import json
 
+    from common.cli import add_deprecated, command_parser
     from common.digit_classifier import accuracy_of_folder
-
-    p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("folder")
-    p.add_argument("--data-root", default="hw2_data", help="for the mnistm val FID reference")
+    p = command_parser("python -m p2_diffusion_acgan.evaluate", main.__doc__,
+                       "python -m p2_diffusion_acgan.evaluate out/p2_digits",
+                       "python -m p2_diffusion_acgan.evaluate out/p2_digits --no-fid --json")
+    p.add_argument("folder", help="images named <digit>_<nnn>.png, as hw2_2.sh writes them")
+    p.add_argument("--data", dest="data_root", default="hw2_data",
+                   help="data folder holding digits/mnistm (val is the FID reference; default: hw2_data)")
+    add_deprecated(p, "--data-root", "--data", "data_root")
     p.add_argument("--classifier", default=None, help="course Classifier.pth (default ../shared/evaluators/)")
-    p.add_argument("--no-fid", action="store_true")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-fid", action="store_true", help="accuracy only")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     args = p.parse_args(argv)
     r = accuracy_of_folder(args.folder, args.classifier)
     worst = min(r.per_digit, key=r.per_digit.get)

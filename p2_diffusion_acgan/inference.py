@@ -20,6 +20,7 @@ from typing import Sequence
 
 import torch
 
+from common.checkpoint import CHECKPOINT_DIR
 from common.cli import command_parser
 from common.data import NUM_CLASSES, save_pngs
 from common.errors import UserError, cli_main
@@ -41,8 +42,6 @@ from p2_diffusion_acgan.schedulers import (
     randn,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-CHECKPOINT_DIR = REPO / "checkpoints"
 MODELS = ("diffusion", "sagan", "acgan")  # preference order on ties
 PER_DIGIT = 100
 
@@ -103,6 +102,22 @@ class Generator:
             critic.load_state_dict(float_state_dict(ckpt["D"]))
             self.critic = critic.to(self.device).eval().requires_grad_(False)
 
+    def guide_net(self, name: str) -> torch.nn.Module | None:
+        """The autoguidance network ``name`` refers to (a path, or a file name in checkpoints/), loaded
+        once and placed like the main network; None for '' or 'none'."""
+        if name in ("", "none"):
+            return None
+        if getattr(self, "_guide", (None, None))[0] != name:
+            path = Path(name) if Path(name).is_file() or Path(name).is_absolute() else CHECKPOINT_DIR / name
+            g = Generator(load_checkpoint(path, "an autoguidance checkpoint: a (smaller) p2_diffusion model"),
+                          self.device)
+            if g.kind != "p2_diffusion":
+                raise UserError(f"{path} is a {g.kind} checkpoint; autoguidance needs a p2_diffusion model")
+            if (g.diff_cfg.timesteps, g.diff_cfg.schedule) != (self.diff_cfg.timesteps, self.diff_cfg.schedule):
+                raise UserError(f"{path}: its noise schedule differs from the main model's")
+            self._guide = (name, g.net)
+        return self._guide[1]
+
     @property
     def model_name(self) -> str:
         return self.kind.removeprefix("p2_")
@@ -122,7 +137,7 @@ class Generator:
                  steps: int | None = None, guidance: float | None = None, callback=None,
                  guidance_interval: tuple[int, int] | None = None, spacing: str | None = None, truncation: float | None = None,
                  candidates: int | None = None, accept_prob: float | None = None,
-                 precision: str | None = None) -> torch.Tensor:
+                 precision: str | None = None, guide: str | None = None) -> torch.Tensor:
         """Images for labels y (B,), image i drawn from ``generators[i]`` (batch-independent).
 
         GANs: ``truncation`` psi scales the noise z (psi < 1 trades variety for fidelity).
@@ -130,14 +145,16 @@ class Generator:
         first whose class probability under D's class head reaches ``accept_prob``, else the most
         probable one (``accept_prob`` 1: always the most probable). Rejection sampling with the model's
         own discriminator; needs a checkpoint that keeps D. Defaults: the checkpoint config's values,
-        else psi 1, K 1, accept_prob 1."""
+        else psi 1, K 1, accept_prob 1. Diffusion: ``guide`` names an autoguidance checkpoint ('none'
+        or '': classifier-free guidance; default: the config's)."""
         if self.kind == "p2_diffusion":
             c = self.diff_cfg
             smp = make_sampler(sampler or c.sampler, NoiseSchedule(c.timesteps, c.schedule), spacing or c.spacing)
             return sample(self.net, smp, y, c.guidance if guidance is None else guidance,
                           steps or c.sample_steps, generators, callback=callback,
                           guidance_interval=tuple(guidance_interval or c.guidance_interval),
-                          precision=precision or c.precision).cpu()
+                          precision=precision or c.precision,
+                          guide=self.guide_net(c.guide if guide is None else guide)).cpu()
         psi, k, accept = self.gan_options(truncation, candidates, accept_prob)
         xs, scores = self.draw_candidates(y, generators, k, psi)
         if k == 1:
@@ -228,6 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="diffusion U-Net forward passes: auto = fp16 on CUDA, bf16 on a CPU that has it natively "
                         "(~1.7x faster than fp32 there), else fp32 (default: checkpoint's, else auto)")
+    p.add_argument("--guide", default=None, metavar="PATH",
+                   help="diffusion: autoguidance by this smaller diffusion checkpoint instead of the unconditional "
+                        "model; 'none' for classifier-free guidance (default: the checkpoint's)")
     p.add_argument("--truncation", type=float, default=None,
                    help="GANs: scale the noise by psi in (0, 1] (default: the checkpoint's, else 1)")
     p.add_argument("--candidates", type=int, default=None, metavar="K",
@@ -260,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--steps {args.steps} is more than the model's {gen.diff_cfg.timesteps} timesteps")
     t0 = time.time()
     opts = dict(sampler=args.sampler, steps=args.steps, guidance=args.guidance, spacing=args.spacing,
-                precision=args.precision)
+                precision=args.precision, guide=args.guide)
     if gen.kind != "p2_diffusion":
         opts = {"truncation": args.truncation, "candidates": args.candidates, "accept_prob": args.accept_prob}
     if args.guidance_interval is not None:

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import torch
 
+from common.checkpoint import CHECKPOINT_DIR
 from p3_dann.config import MODES, Config
 from p3_dann.data import load_domain
 from p3_dann.evaluate import accuracy, load_model, predict
 
-REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = (("mnistm", "svhn"), ("mnistm", "usps"), ("svhn", "mnistm"), ("usps", "svhn"))
 
 
-def checkpoint_path(source: str, target: str, mode: str, folder: str | Path = REPO / "checkpoints") -> Path:
+def checkpoint_path(source: str, target: str, mode: str, folder: str | Path = CHECKPOINT_DIR) -> Path:
     return Path(folder) / f"p3_{source}_{target}_{mode}.pt"
 
 

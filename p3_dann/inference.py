@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.checkpoint import REPO, shipped_path
 from common.cli import command_parser
 from common.data import IMAGE_EXTENSIONS, is_image_file, load_image, to_float
 from common.errors import DataError, UserError, cli_main
@@ -26,13 +27,12 @@ from common.training import atomic_write_bytes, pick_device
 from p3_dann.config import DOMAINS
 from p3_dann.evaluate import load_model
 
-REPO = Path(__file__).resolve().parents[1]
 # target domain -> (source domain of its scenario, shipped checkpoint)
 SCENARIOS = {"usps": "mnistm", "svhn": "mnistm", "mnistm": "svhn"}
 
 
 def default_checkpoint(target: str) -> Path:
-    return REPO / "checkpoints" / f"p3_{SCENARIOS[target]}_{target}_improved.pt"
+    return shipped_path(f"p3_{SCENARIOS[target]}_{target}_improved")
 
 
 def infer_target(test_dir: str, target: str | None) -> str:

@@ -327,6 +327,21 @@ def test_guidance_w0_is_the_conditional_prediction():
         assert (eps_c - eps_u).abs().max() > 1e-3  # the class embedding changes the prediction
 
 
+def test_autoguidance_replaces_the_unconditional_term_by_the_guide():
+    m, guide = tiny_unet(), tiny_unet(seed=1)
+    x, t, y = torch.randn(2, 3, 28, 28), torch.tensor([100, 700]), torch.tensor([3, 8])
+    with torch.no_grad():
+        eps_c, eps_g = m(x, t, y), guide(x, t, y)
+        torch.testing.assert_close(guided_eps(m, x, t, y, 1.5, guide=guide), 2.5 * eps_c - 1.5 * eps_g,
+                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(guided_eps(m, x, t, y, 1.5, guide=m), eps_c, atol=1e-5, rtol=1e-5)  # self-guided: no push
+        assert (eps_c - eps_g).abs().max() > 1e-3
+    sch, gens = NoiseSchedule(1000), lambda: per_image_generators(0, 2)
+    run = lambda w=2.0, **kw: sample(m, DDIMSampler(sch), y, w, 4, gens(), precision="fp32", **kw)  # noqa: E731
+    assert (run(guide=guide) - run()).abs().max() > 1e-3  # autoguidance is not CFG
+    torch.testing.assert_close(run(guide=m), run(0.0), atol=1e-4, rtol=0)
+
+
 def test_guidance_interval():
     m, sch, y = tiny_unet(), NoiseSchedule(1000), torch.tensor([2, 8])
 
@@ -750,3 +765,27 @@ def test_dry_run_never_touches_the_default_run_folder(tiny_digits, tmp_path, mon
     assert [n.split("_")[:2] for n in dry] == [["dryrun", "p2"], ["dryrun", "p3"]]
     with pytest.raises(UserError, match="not empty"):
         p2train.main(["--dry-run", "--run-dir", str(tmp_path / "runs" / dry[0]), "--data", str(tiny_digits)])
+
+
+def test_generator_loads_an_autoguidance_checkpoint(tmp_path):
+    import dataclasses
+
+    from common.checkpoint import shipped_form
+    from p2_diffusion_acgan.config import DiffusionConfig
+    cfg = DiffusionConfig(base_channels=8, channel_mults=(1, 1, 1), dropout=0.0, sample_steps=2, guidance=1.0)
+    for name, seed in (("main.pt", 0), ("guide.pt", 1)):
+        torch.save(shipped_form(dataclasses.asdict(cfg), tiny_unet(seed).state_dict(), 1, kind="p2_diffusion"),
+                   tmp_path / name)
+    gen = Generator(load_checkpoint(tmp_path / "main.pt"))
+    y, gens = torch.tensor([0, 5]), lambda: per_image_generators(0, 2)
+    cfg_img = gen.generate(y, gens(), precision="fp32")
+    auto = gen.generate(y, gens(), precision="fp32", guide=str(tmp_path / "guide.pt"))
+    assert (auto - cfg_img).abs().max() > 1e-3
+    torch.testing.assert_close(gen.generate(y, gens(), precision="fp32", guide="none"), cfg_img, atol=0, rtol=0)
+    G, _ = build_gan(ACGANConfig(g_channels=8, d_channels=8))
+    torch.save(shipped_form(dataclasses.asdict(ACGANConfig(g_channels=8, d_channels=8)), G.state_dict(), 1,
+                            kind="p2_acgan"), tmp_path / "gan.pt")
+    with pytest.raises(UserError, match="autoguidance needs a p2_diffusion model"):
+        gen.generate(y, gens(), guide=str(tmp_path / "gan.pt"))
+    with pytest.raises(UserError, match="nope.pt"):
+        gen.generate(y, gens(), guide=str(tmp_path / "nope.pt"))
