@@ -136,8 +136,14 @@ def config_from_args(cls: type[C], args: argparse.Namespace, base: C | None = No
     return dataclasses.replace(cfg, **changes)
 
 
+def _amp_to_precision(amp: Any) -> str:
+    """The GAN loop's ``amp`` (auto|bf16|fp16|off, CUDA only) and the diffusion trainer's ``amp`` (bool)."""
+    return "fp32" if amp in (False, "off") else ("auto" if amp is True else str(amp))
+
+
 # old field name -> (new field name, value converter): configs saved by earlier releases still load
 RENAMED_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "amp": ("precision", _amp_to_precision),
     "ckpt_minutes": ("save_every_min", float),
     "ckpt_every": ("save_every", int),
     "save_every_s": ("save_every_min", lambda s: float(s) / 60),

@@ -25,7 +25,7 @@ Three pieces, as in NVlabs' stylegan2-ada (``loss.accumulate_gradients(phase)`` 
       ``beta1``/``beta2`` (Adam), ``ema_decay`` (0 = no EMA of G), ``ema_bn_stats`` (recompute
       the EMA generator's BatchNorm statistics from its own outputs before it is used or saved),
       ``max_steps``.
-    - bookkeeping: ``seed``, ``device``, ``amp`` (auto|bf16|fp16|off; CUDA only),
+    - bookkeeping: ``seed``, ``device``, ``precision`` (auto|fp32|bf16|fp16, ``TrainPrecision``),
       ``channels_last``, ``log_every``, ``sample_every``, ``n_samples``, ``eval_every``,
       ``best_metric``/``best_mode``, ``save_every`` (steps) and ``save_every_min``.
 
@@ -94,7 +94,7 @@ from torch import nn
 from common.checkpoint import export_state, generator_state_dict
 from common.data import save_grid, to_float
 from common.errors import UserError
-from common.training import (CHECKPOINT_VERSION, EMA, GracefulStop, MetricsLog, NonFiniteLoss, atomic_torch_save,
+from common.training import (CHECKPOINT_VERSION, EMA, PRECISIONS, TrainPrecision, GracefulStop, MetricsLog, NonFiniteLoss, atomic_torch_save,
                              atomic_write_json, check_finite, float_state_dict, load_checkpoint, load_states,
                              pick_device, rng_state, seed_everything, set_rng_state)
 
@@ -131,7 +131,7 @@ class GANConfig:
     # bookkeeping
     seed: int = 0  # seed of weights, batch order and noise
     device: str = "auto"  # auto (cuda when present) | cpu | cuda | cuda:N
-    amp: str = "auto"  # mixed precision on CUDA: auto | bf16 | fp16 | off (the CPU trains in fp32)
+    precision: str = "auto"  # training precision: auto (bf16 where native or supported, else fp16 on CUDA, fp32 on a CPU) | fp32 | bf16 | fp16
     channels_last: bool = True  # channels_last memory format for G and D
     threads: int = 0  # CPU threads for torch (0: torch's default); two jobs on a 2-core CPU: give each 1
     log_every: int = 50  # steps between rows of metrics.jsonl
@@ -156,8 +156,8 @@ def validate_config(cfg: GANConfig) -> list[str]:
     if not phases or any(p not in ("D", "G") for p in phases) or "G" not in phases or "D" not in phases:
         raise UserError(f"phases must be a comma-separated list of D and G with at least one of each, "
                         f"got {cfg.phases!r}")
-    if cfg.amp not in ("auto", "bf16", "fp16", "off"):
-        raise UserError(f"amp must be auto, bf16, fp16 or off, got {cfg.amp!r}")
+    if cfg.precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     if cfg.best_mode not in ("min", "max"):
         raise UserError(f"best_mode must be min or max, got {cfg.best_mode!r}")
     for name in ("batch_size", "z_dim", "reg_every", "log_every", "n_samples"):
@@ -444,18 +444,6 @@ def init_weights(G: nn.Module, D: nn.Module, path: str | Path) -> int:
 
 
 # ----------------------------------------------------------------------------- the loop
-def _autocast_factory(cfg: GANConfig, device: torch.device):
-    """(autocast context factory, GradScaler or None) for cfg.amp on this device."""
-    if device.type != "cuda" or cfg.amp == "off":
-        return contextlib.nullcontext, None
-    mode = cfg.amp
-    if mode == "auto":
-        mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    dtype = torch.bfloat16 if mode == "bf16" else torch.float16
-    scaler = torch.amp.GradScaler("cuda") if mode == "fp16" else None
-    return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
-
-
 def _unpack(batch, device: torch.device, memory_format) -> tuple[torch.Tensor, torch.Tensor | None]:
     if isinstance(batch, (tuple, list)):
         x, cond = batch[0], (batch[1] if len(batch) > 1 else None)
@@ -497,7 +485,8 @@ def train_gan(G: nn.Module, D: nn.Module, data: Iterable | Callable[[int], Itera
     mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
     G.to(device, memory_format=mf).train()
     D.to(device, memory_format=mf).train()
-    autocast, scaler = _autocast_factory(cfg, device)
+    prec = TrainPrecision(cfg.precision, device)
+    autocast = prec.autocast
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
     n_real = phases.count("D")  # real batches per step
@@ -523,8 +512,7 @@ def train_gan(G: nn.Module, D: nn.Module, data: Iterable | Callable[[int], Itera
         if ema is not None and ck.get("ema") is not None:
             pairs.insert(2, (ema, "ema"))
         load_states(last_path, ck, pairs, "use another run folder")
-        if scaler is not None and ck.get("scaler"):
-            scaler.load_state_dict(ck["scaler"])
+        prec.load_state_dict(ck.get("scaler"))
         set_rng_state(ck["rng"])
         step, best = int(ck["step"]), ck.get("best")
         G.to(device, memory_format=mf)
@@ -541,7 +529,7 @@ def train_gan(G: nn.Module, D: nn.Module, data: Iterable | Callable[[int], Itera
         return {"version": CHECKPOINT_VERSION, "config": dataclasses.asdict(cfg), "step": step,
                 "G": G.state_dict(), "D": D.state_dict(), "ema": ema.state_dict() if ema else None,
                 "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
+                "scaler": prec.state_dict(),
                 "rng": rng_state(), "best": best}
 
     def refresh_ema_bn() -> None:
@@ -607,19 +595,18 @@ def train_gan(G: nn.Module, D: nn.Module, data: Iterable | Callable[[int], Itera
                     imgs += real.shape[0]
                     opt_D.zero_grad(set_to_none=True)
                     reg = (step % cfg.reg_every == 0)
-                    s = loss_fn.accumulate_gradients("D", real, cond, reg=reg, backward=_backward(scaler))
-                    _step(opt_D, scaler)
+                    s = loss_fn.accumulate_gradients("D", real, cond, reg=reg, backward=prec.backward)
+                    prec.step(opt_D)
                 else:
                     opt_G.zero_grad(set_to_none=True)
                     _set_requires_grad(d_params, False)  # no D weight gradients in a G phase
-                    s = loss_fn.accumulate_gradients("G", real, cond, backward=_backward(scaler))
+                    s = loss_fn.accumulate_gradients("G", real, cond, backward=prec.backward)
                     _set_requires_grad(d_params, True)
-                    _step(opt_G, scaler)
+                    prec.step(opt_G)
                     if ema is not None:
                         ema.update(G)
                 stats.update(s)  # the last phase of each kind wins
-                if scaler is not None:
-                    scaler.update()
+                prec.update()
             values = dict(zip(stats, torch.stack([v.float() for v in stats.values()]).tolist()))
             try:
                 check_finite(step + 1, **values)  # before anything of this step is saved
@@ -661,19 +648,6 @@ def train_gan(G: nn.Module, D: nn.Module, data: Iterable | Callable[[int], Itera
         print(f"stopped at step {step}; state saved to {last_path} (rerun the same command to resume)")
     return {"step": step, "stopped": stopped, "last": str(last_path),
             "best": str(best_path) if best_path.is_file() else None, "metrics": last_eval}
-
-
-def _backward(scaler):
-    if scaler is None:
-        return lambda loss: loss.backward()
-    return lambda loss: scaler.scale(loss).backward()
-
-
-def _step(opt: torch.optim.Optimizer, scaler) -> None:
-    if scaler is None:
-        opt.step()
-    else:
-        scaler.step(opt)
 
 
 def _set_requires_grad(params: list[torch.Tensor], flag: bool) -> None:

@@ -80,7 +80,57 @@ def inference_autocast(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
 
 
-# ----------------------------------------------------------------------------- config <-> CLI
+class TrainPrecision:
+    """Mixed precision of a training step: ``autocast()`` around forward + loss, ``scaler`` (a CUDA
+    GradScaler for fp16, else None). ``auto`` is bf16 on a CPU with native bf16 and on CUDA where
+    supported, fp16 with a GradScaler on other CUDA GPUs, fp32 elsewhere (emulated bf16 is slower).
+    The weights, optimiser states and the optimiser step stay fp32."""
+
+    def __init__(self, precision: str, device: torch.device):
+        if precision not in PRECISIONS:
+            raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if precision == "auto":
+            if device.type == "cuda":
+                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            else:
+                precision = "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+        if precision == "fp16" and device.type != "cuda":
+            raise UserError("fp16 training needs a CUDA GPU (on a CPU use bf16 or fp32)")
+        self.name, self.device = precision, device
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def unscale(self, opt: torch.optim.Optimizer) -> None:
+        """Before gradient clipping: bring fp16-scaled gradients back to their true size."""
+        if self.scaler is not None:
+            self.scaler.unscale_(opt)
+
+    def step(self, opt: torch.optim.Optimizer) -> None:
+        if self.scaler is None:
+            opt.step()
+        else:
+            self.scaler.step(opt)
+
+    def update(self) -> None:
+        if self.scaler is not None:
+            self.scaler.update()
+
+    def state_dict(self) -> dict | None:
+        return self.scaler.state_dict() if self.scaler is not None else None
+
+    def load_state_dict(self, sd: dict | None) -> None:
+        if self.scaler is not None and sd:
+            self.scaler.load_state_dict(sd)
+
+
 # ----------------------------------------------------------------------------- files
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write via a temp file in the same folder + ``os.replace``: never a half-written file."""

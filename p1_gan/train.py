@@ -23,15 +23,8 @@ from typing import Sequence
 
 import torch
 
-from common.cli import (
-    add_config_args,
-    add_deprecated,
-    add_run_args,
-    command_parser,
-    config_from_args,
-    config_from_dict,
-    dry_run_dir,
-)
+from common.cli import (add_config_args, add_deprecated, add_run_args, command_parser, config_from_args,
+                         config_from_dict, dry_run_dir)
 from common.data import ImageFolder, TensorBatches, list_images
 from common.errors import DataError, UserError, cli_main
 from common.gan import generate, train_gan

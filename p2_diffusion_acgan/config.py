@@ -14,13 +14,7 @@ from common.data import NUM_CLASSES
 from common.errors import UserError
 from common.gan import GANConfig
 from common.training import PRECISIONS
-from p2_diffusion_acgan.model import (
-    ACGANDiscriminator,
-    ACGANGenerator,
-    SAGANDiscriminator,
-    SAGANGenerator,
-    UNet,
-)
+from p2_diffusion_acgan.model import ACGANDiscriminator, ACGANGenerator, SAGANDiscriminator, SAGANGenerator, UNet
 from p2_diffusion_acgan.schedulers import SAMPLERS, SPACINGS
 
 
@@ -52,8 +46,8 @@ class DiffusionConfig:
     seed: int = 0  # seed of weights, batch order and noise
     device: str = "auto"  # auto (cuda when present) | cpu | cuda | cuda:N
     threads: int = 0  # CPU threads for torch (0: torch's default); 1 is fastest on a busy 2-core CPU
-    amp: bool = True  # fp16 mixed precision with a GradScaler on CUDA (the CPU trains in fp32)
-    channels_last: bool = True  # channels_last memory format on CUDA
+    precision: str = "auto"  # training precision: auto (bf16 where native or supported, else fp16 on CUDA, fp32 on a CPU) | fp32 | bf16 | fp16
+    channels_last: bool = True  # channels_last memory format (1.7x faster training of this U-Net on a CPU)
     # logging / checkpoints
     log_every: int = 50  # steps between rows of metrics.jsonl
     save_every_min: float = 5.0  # minutes between atomic last.pt saves
@@ -66,15 +60,16 @@ class DiffusionConfig:
     guidance_interval: tuple = (0, 999)  # apply guidance only at timesteps lo..hi (0-based)
     guide: str = ""  # autoguidance: a smaller, shorter-trained diffusion checkpoint (path, or a name in checkpoints/) in place of the unconditional model ('': classifier-free guidance)
     spacing: str = "logsnr"  # timesteps the sampler visits: logsnr (uniform in log SNR) | trailing (uniform in t)
-    precision: str = "auto"  # U-Net forward passes when sampling: auto (CUDA fp16, CPU bf16 where native, else fp32) | fp32 | bf16 | fp16
+    sample_precision: str = "auto"  # U-Net forward passes when sampling: auto (CUDA fp16, CPU bf16 where native, else fp32) | fp32 | bf16 | fp16
 
     def validate(self) -> None:
         if self.sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if self.spacing not in SPACINGS:
             raise UserError(f"unknown timestep spacing {self.spacing!r}; choose one of {', '.join(SPACINGS)}")
-        if self.precision not in PRECISIONS:
-            raise UserError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        for name in ("precision", "sample_precision"):
+            if getattr(self, name) not in PRECISIONS:
+                raise UserError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(PRECISIONS)}")
         if self.schedule not in ("linear", "cosine"):
             raise UserError(f"unknown schedule {self.schedule!r} (linear or cosine)")
         if not 0 <= self.p_uncond < 1:
@@ -164,7 +159,17 @@ def build_discriminator(kind: str, cfg_dict: dict) -> nn.Module:
     raise UserError(f"not a problem-2 GAN checkpoint kind: {kind!r}")
 
 
+def diffusion_config(d: dict) -> DiffusionConfig:
+    """A saved DiffusionConfig dict back as a config. Saved before ``spacing`` existed: it samples as it
+    always did (trailing). Saved when ``precision`` meant the sampling precision and ``amp`` (bool) the
+    CUDA training precision: both carry over to ``sample_precision`` and ``precision``."""
+    d = {"spacing": "trailing", **d}
+    if "amp" in d and "sample_precision" not in d:
+        d["sample_precision"] = d.pop("precision", "auto")
+        d["precision"] = "auto" if d.pop("amp") else "fp32"
+    return config_from_dict(DiffusionConfig, d)
+
+
 def diffusion_config_from(ckpt: dict) -> DiffusionConfig:
-    """The checkpoint's DiffusionConfig; one saved before ``spacing`` existed samples as it always did
-    (trailing), whatever the default is now."""
-    return config_from_dict(DiffusionConfig, {"spacing": "trailing", **ckpt["config"]})
+    """The checkpoint's DiffusionConfig (``diffusion_config``)."""
+    return diffusion_config(ckpt["config"])

@@ -67,7 +67,7 @@ def diffusion_eval_fn(model: nn.Module, cfg) -> dict:
     y = _eval_labels()
     smp = make_sampler(cfg.sampler, NoiseSchedule(cfg.timesteps, cfg.schedule), cfg.spacing)
     x = sample(model, smp, y, cfg.guidance, cfg.sample_steps, per_image_generators(0, len(y)),
-               guidance_interval=tuple(cfg.guidance_interval), precision=cfg.precision).cpu()
+               guidance_interval=tuple(cfg.guidance_interval), precision=cfg.sample_precision).cpu()
     model.train()
     return _scalars(classifier_accuracy(x, y))
 

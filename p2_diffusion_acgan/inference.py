@@ -25,22 +25,10 @@ from common.cli import command_parser
 from common.data import NUM_CLASSES, save_pngs
 from common.errors import UserError, cli_main
 from common.training import PRECISIONS, float_state_dict, load_checkpoint, pick_device
-from p2_diffusion_acgan.config import (
-    build_discriminator,
-    build_generator,
-    build_unet,
-    diffusion_config_from,
-)
+from p2_diffusion_acgan.config import build_discriminator, build_generator, build_unet, diffusion_config_from
 from p2_diffusion_acgan.diffusion import sample
 from p2_diffusion_acgan.model import SAGANDiscriminator
-from p2_diffusion_acgan.schedulers import (
-    SAMPLERS,
-    SPACINGS,
-    NoiseSchedule,
-    make_sampler,
-    per_image_generators,
-    randn,
-)
+from p2_diffusion_acgan.schedulers import SAMPLERS, SPACINGS, NoiseSchedule, make_sampler, per_image_generators, randn
 
 MODELS = ("diffusion", "sagan", "acgan")  # preference order on ties
 PER_DIGIT = 100
@@ -153,7 +141,7 @@ class Generator:
             return sample(self.net, smp, y, c.guidance if guidance is None else guidance,
                           steps or c.sample_steps, generators, callback=callback,
                           guidance_interval=tuple(guidance_interval or c.guidance_interval),
-                          precision=precision or c.precision,
+                          precision=precision or c.sample_precision,
                           guide=self.guide_net(c.guide if guide is None else guide)).cpu()
         psi, k, accept = self.gan_options(truncation, candidates, accept_prob)
         xs, scores = self.draw_candidates(y, generators, k, psi)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.errors import UserError
+from common.training import PRECISIONS
 from p3_dann.model import DANN
 
 DOMAINS = ("mnistm", "svhn", "usps")
@@ -46,6 +47,7 @@ class Config:
     seed: int = 0  # seed of weights, batch order and augmentations
     device: str = "auto"  # auto (cuda when present) | cpu | cuda | cuda:N
     threads: int = 0  # CPU threads for torch (0: torch's default)
+    precision: str = "auto"  # training precision: auto (bf16 where native or supported, else fp32) | fp32 | bf16 | fp16 (CUDA)
 
 
 # Per-mode defaults (the command line overrides them).
@@ -67,6 +69,8 @@ def check_config(cfg: Config) -> None:
     for name in ("augment_source", "augment_target", "augment_student"):
         if getattr(cfg, name) not in AUGMENTS:
             raise UserError(f"--{name.replace('_', '-')} must be none, weak or strong")
+    if cfg.precision not in PRECISIONS:
+        raise UserError(f"unknown precision {cfg.precision!r}; choose one of {', '.join(PRECISIONS)}")
     if cfg.max_steps < 1 or cfg.batch_size < 2:
         raise UserError("--max-steps must be >= 1 and --batch-size >= 2")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.checkpoint import REPO, shipped_path
+from common.checkpoint import CHECKPOINT_DIR, shipped_path
 from common.cli import command_parser
 from common.data import IMAGE_EXTENSIONS, is_image_file, load_image, to_float
 from common.errors import DataError, UserError, cli_main
@@ -32,7 +32,7 @@ SCENARIOS = {"usps": "mnistm", "svhn": "mnistm", "mnistm": "svhn"}
 
 
 def default_checkpoint(target: str) -> Path:
-    return shipped_path(f"p3_{SCENARIOS[target]}_{target}_improved")
+    return shipped_path(f"p3_{SCENARIOS[target]}_{target}_improved", CHECKPOINT_DIR)
 
 
 def infer_target(test_dir: str, target: str | None) -> str:
@@ -116,9 +116,9 @@ def main(argv=None) -> int:
         ck = default_checkpoint(target)
         if not ck.is_file():
             src = SCENARIOS[target]
-            raise UserError(f"no checkpoint for target {target} yet ({ck.relative_to(REPO)} is missing); train one with: "
+            raise UserError(f"no checkpoint for target {target} yet ({ck} is missing); train one with: "
                             f"python -m p3_dann.train --source {src} --target {target} --mode improved "
-                            f"--export {ck.relative_to(REPO)}")
+                            f"--export checkpoints/{ck.name}")
     else:
         ck = Path(args.checkpoint)
     torch.manual_seed(0)

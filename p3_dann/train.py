@@ -38,38 +38,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from common.checkpoint import save_shipped, shipped_form
-from common.cli import (
-    add_config_args,
-    add_run_args,
-    command_parser,
-    config_from_args,
-    config_from_dict,
-    dry_run_dir,
-)
+from common.cli import add_config_args, add_run_args, command_parser, config_from_args, config_from_dict, dry_run_dir
 from common.data import TensorBatches, to_float
 from common.errors import UserError, cli_main
-from common.training import (
-    CHECKPOINT_VERSION,
-    EMA,
-    GracefulStop,
-    MetricsLog,
-    atomic_torch_save,
-    atomic_write_json,
-    check_finite,
-    count_params,
-    load_checkpoint,
-    pick_device,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-)
-from p3_dann.adapt import (
-    Augment,
-    DomainAdversarialLoss,
-    dann_lambda,
-    dann_lr,
-    pseudo_label_loss,
-)
+from common.training import (CHECKPOINT_VERSION, EMA, GracefulStop, TrainPrecision, MetricsLog, atomic_torch_save, atomic_write_json,
+                             check_finite, count_params, load_checkpoint, pick_device, rng_state, seed_everything,
+                             set_rng_state)
+from p3_dann.adapt import Augment, DomainAdversarialLoss, dann_lambda, dann_lr, pseudo_label_loss
 from p3_dann.config import MODE_DEFAULTS, MODES, Config, build_model, check_config
 from p3_dann.data import load_domain
 from p3_dann.evaluate import accuracy, load_model
@@ -90,6 +65,7 @@ class AdaptationStep:
         self.aug_l, self.aug_t = Augment(cfg.augment_source), Augment(cfg.augment_target)
         self.aug_strong = Augment(cfg.augment_student)
         self.dom_loss = DomainAdversarialLoss()
+        self.prec = TrainPrecision(cfg.precision, device)
 
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor, xu: torch.Tensor | None, p: float, step: int) -> dict:
         cfg, model, dev, g = self.cfg, self.model, self.device, self.g
@@ -97,7 +73,7 @@ class AdaptationStep:
             group["lr"] = cfg.lr * dann_lr(p)
         x_s, y_s = self.aug_l(to_float(xb.to(dev)), g), yb.to(dev)
         rec = {}
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+        with self.prec.autocast():
             if xu is None:
                 loss = F.cross_entropy(model(x_s).float(), y_s)
                 rec["cls"] = loss.item()
@@ -121,8 +97,9 @@ class AdaptationStep:
                     rec.update(pseudo=pl.item(), confident=frac.item())
         check_finite(step, loss=loss.item())
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        self.prec.backward(loss)
+        self.prec.step(self.opt)
+        self.prec.update()
         if self.ema is not None:
             self.ema.update(model)
         return rec

@@ -359,7 +359,7 @@ def p2_setting(gen, opts: dict) -> str:
         c = gen.diff_cfg
         from common.training import resolve_precision
         return (f"{c.sampler}, {opts.get('steps', c.sample_steps)} steps ({c.spacing} spacing), w = {c.guidance:g}, "
-                f"{resolve_precision(c.precision, gen.device)} U-Net")
+                f"{resolve_precision(c.sample_precision, gen.device)} U-Net")
     _, k, accept = gen.gan_options(candidates=opts.get("candidates"))
     if k == 1:
         return "one forward pass"

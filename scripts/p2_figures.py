@@ -23,7 +23,7 @@ from common.cli import config_from_dict
 from common.data import save_grid
 from common.errors import cli_main
 from common.training import count_params, load_checkpoint
-from p2_diffusion_acgan.config import DiffusionConfig, build_unet, gan_config_class
+from p2_diffusion_acgan.config import DiffusionConfig, build_unet, diffusion_config, gan_config_class
 from p2_diffusion_acgan.data import grid_labels
 from p2_diffusion_acgan.gans import build_gan
 from p2_diffusion_acgan.inference import CHECKPOINT_DIR, MODELS, Generator
@@ -34,7 +34,7 @@ def architecture_text(model: str, config: dict | None) -> str:
     """print(model) of the networks rebuilt from a saved config dict (None: the defaults)."""
     src = "checkpoint config" if config else "default config (no checkpoint)"
     if model == "diffusion":
-        cfg = config_from_dict(DiffusionConfig, config) if config else DiffusionConfig()
+        cfg = diffusion_config(config) if config else DiffusionConfig()
         net = build_unet(cfg)
         return f"# {model} ({src}): {count_params(net):,} parameters\n{net}\n"
     Cfg = gan_config_class(model)

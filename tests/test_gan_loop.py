@@ -148,7 +148,7 @@ def test_diff_augment():
 def test_validate_config():
     assert validate_config(cfg_(phases="D,D,G")) == ["D", "D", "G"]
     for bad, msg in ((dict(loss="nope"), "unknown loss"), (dict(phases="D,X"), "phases"),
-                     (dict(phases="D"), "phases"), (dict(aux_weight=1.0), "ACGAN"), (dict(amp="fp8"), "amp")):
+                     (dict(phases="D"), "phases"), (dict(aux_weight=1.0), "ACGAN"), (dict(precision="fp8"), "precision")):
         with pytest.raises(UserError, match=msg):
             validate_config(cfg_(**bad))
 

@@ -236,7 +236,7 @@ def test_bad_inference_inputs_are_one_line_errors(tiny_digits, tmp_path, capsys,
 
 
 def test_target_without_shipped_checkpoint_explains_how_to_train(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(inference, "REPO", tmp_path)  # a checkout without checkpoints/
+    monkeypatch.setattr(inference, "CHECKPOINT_DIR", tmp_path / "checkpoints")  # a checkout without checkpoints/
     (tmp_path / "svhn_test").mkdir()
     code, err = run_cli(capsys, [str(tmp_path / "svhn_test"), "o.csv"])
     assert code == 2 and "no checkpoint for target svhn" in err and "--mode improved" in err

@@ -83,3 +83,48 @@ def test_half_state_dict_is_fp16_on_cpu_and_keeps_integers():
     out = half_state_dict(sd)
     assert out["w"].dtype == torch.float16 and out["n"].dtype == torch.int64 and out["n"].item() == 7
     assert all(v.device.type == "cpu" and not v.requires_grad for v in out.values())
+
+
+def test_train_precision_resolves_per_device_and_trains_in_bf16(monkeypatch):
+    from common import training
+    from common.training import TrainPrecision
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: True)
+    assert TrainPrecision("auto", cpu).name == "bf16"
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: False)
+    assert TrainPrecision("auto", cpu).name == "fp32" and TrainPrecision("auto", cpu).scaler is None
+    with pytest.raises(UserError, match="fp16 training needs a CUDA GPU"):
+        TrainPrecision("fp16", cpu)
+    with pytest.raises(UserError, match="'half'"):
+        TrainPrecision("half", cpu)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1))
+    seen = []
+    net[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    prec = TrainPrecision("bf16", cpu)
+    x, y = torch.randn(64, 8), torch.randn(64, 1)
+    losses = []
+    for _ in range(20):
+        with prec.autocast():
+            loss = nn.functional.mse_loss(net(x).float(), y)
+        opt.zero_grad()
+        prec.backward(loss)
+        prec.step(opt)
+        prec.update()
+        losses.append(loss.item())
+    assert set(seen) == {torch.bfloat16} and all(p.dtype == torch.float32 for p in net.parameters())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+@pytest.mark.slow
+def test_bench_train_quick_table(capsys):
+    import re
+
+    import bench_train
+    assert bench_train.main(["--quick", "--threads", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    rows = [line for line in lines if line.startswith("| P")]
+    assert len(rows) == 6 and all(float(r.split("|")[4]) > 0 for r in rows)
+    assert re.fullmatch(r"bf16 speedup: p1 \d+\.\d\dx, p2 \d+\.\d\dx, p3 \d+\.\d\dx", lines[-1])
+    assert lines[-2].startswith("CPU ") and ("bf16 native" in lines[-2] or "bf16 emulated" in lines[-2])
