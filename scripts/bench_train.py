@@ -13,7 +13,6 @@ CPU (and whether its bf16 is native) and the bf16 speedups.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import platform
 import statistics
@@ -24,7 +23,7 @@ import torch
 
 from common.cli import command_parser
 from common.errors import cli_main
-from common.training import EMA, TrainPrecision, cpu_has_bf16, pick_device
+from common.training import TrainPrecision, cpu_has_bf16, pick_device
 
 
 def _p1_step(prec: TrainPrecision, device: torch.device, quick: bool) -> tuple[Callable[[], None], int]:

@@ -28,11 +28,23 @@ from common.training import PRECISIONS
 from p2_diffusion_acgan.schedulers import SPACINGS
 
 
+TUNING_SLICE = 2000  # --fid-ref train: the first N mnistm train digits, a reference to tune against (not val)
+
+
+def reference_stats(data_root: str, ref: str, dims: int):
+    """FID statistics of mnistm val (``val``, what is reported) or of the train slice (``train``)."""
+    from common import fid
+    from p2_diffusion_acgan.evaluate import mnistm_val_stats, split_folder
+    if ref == "val":
+        return mnistm_val_stats(data_root, dims=dims)
+    with tempfile.TemporaryDirectory(prefix="p2_ref_") as tmp:
+        return fid.reference_statistics(split_folder(data_root, "mnistm", "train", Path(tmp), limit=TUNING_SLICE), dims=dims)
+
+
 def evaluate_checkpoint(ckpt: Path, data_root: str, options: list[str], classifier: str | None = None,
-                        dims: int = 2048) -> dict:
+                        dims: int = 2048, fid_ref: str = "val") -> dict:
     from common import fid
     from common.digit_classifier import accuracy_of_folder
-    from p2_diffusion_acgan.evaluate import mnistm_val_stats
     from p2_diffusion_acgan.inference import main as generate_main
     with tempfile.TemporaryDirectory(prefix="p2_eval_") as tmp:
         t0 = time.time()
@@ -42,7 +54,9 @@ def evaluate_checkpoint(ckpt: Path, data_root: str, options: list[str], classifi
         worst = min(r.per_digit, key=r.per_digit.get)
         rec.update(n=r.n, accuracy=r.accuracy, worst_digit=worst, worst_digit_acc=r.per_digit[worst])
         rec["fid"] = fid.frechet_distance(fid.compute_statistics(tmp, progress=True, dims=dims),
-                                          mnistm_val_stats(data_root, dims=dims))
+                                          reference_stats(data_root, fid_ref, dims))
+        if fid_ref != "val":
+            rec["fid_ref"] = f"mnistm train, first {TUNING_SLICE}"
         if dims != 2048:
             rec["fid_dims"] = dims
     return rec
@@ -52,7 +66,7 @@ def sampling_options(a: argparse.Namespace) -> list[str]:
     """hw2_2 (inference) flags for the sampling options given (GANs read the first two only)."""
     options = ["--candidates", str(a.candidates), "--accept-prob", str(a.accept_prob)]
     for flag, v in (("--sampler", a.sampler), ("--steps", a.steps), ("--guidance", a.guidance), ("--spacing", a.spacing),
-                    ("--precision", a.precision), ("--seed", a.seed)):
+                    ("--precision", a.precision), ("--seed", a.seed), ("--guide", a.guide)):
         if v is not None:
             options += [flag, str(v)]
     if a.guidance_interval is not None:
@@ -80,6 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("LO", "HI"),
                    help="diffusion: guide only at timesteps LO..HI (default: the checkpoint's)")
     p.add_argument("--seed", type=int, default=None, help="another draw than hw2_2.sh's seed 0 (robustness checks)")
+    p.add_argument("--guide", default=None, metavar="PATH",
+                   help="diffusion: autoguidance checkpoint, or none (default: the checkpoint's)")
+    p.add_argument("--fid-ref", choices=("val", "train"), default="val",
+                   help=f"FID reference: mnistm val (reported) or the first {TUNING_SLICE} mnistm train digits "
+                        "(to tune sampling settings without looking at val) (default: val)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="diffusion U-Net forward passes: auto | fp32 | bf16 | fp16 (default: the checkpoint's)")
     add_history_args(p)
@@ -92,9 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = sampling_options(a)
 
     def evaluate(c: Path) -> dict:
-        return evaluate_checkpoint(c, a.data_root, options, a.classifier, a.fid_dims)
+        return evaluate_checkpoint(c, a.data_root, options, a.classifier, a.fid_dims, a.fid_ref)
 
-    rows = evaluate_snapshots(a.checkpoints, out, evaluate, tag=" ".join(options) + f" dims {a.fid_dims}")
+    tag = " ".join(options) + f" dims {a.fid_dims}" + ("" if a.fid_ref == "val" else f" ref {a.fid_ref}")
+    rows = evaluate_snapshots(a.checkpoints, out, evaluate, tag=tag)
     if a.history:
         add_to_history(a.history, rows, a.stage, a.step_offset, ("fid", "accuracy", "worst_digit_acc"))
         print(f"added {len(rows)} rows to {a.history}")
