@@ -15,6 +15,7 @@ through a DataLoader; both paths are here.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from dataclasses import dataclass
@@ -232,6 +233,58 @@ def save_pngs(x: torch.Tensor, names: Sequence[str], out_dir: str | os.PathLike)
     out_dir.mkdir(parents=True, exist_ok=True)
     for img, name in zip(x, names):
         save_png(img, out_dir / name)
+
+
+def check_output_dir(out: str | os.PathLike) -> Path:
+    """An output folder the entry scripts may (re)write, checked before any work: not a file, in a
+    writable place, and holding nothing but images of an earlier run (those are replaced whole)."""
+    from common.errors import UserError
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output folder {out} is an existing file; give a folder")
+    if out.is_dir():
+        others = sorted(n for n in os.listdir(out) if not is_image_file(n))
+        if others:
+            raise UserError(f"output folder {out} holds files that are not images ({', '.join(others[:3])}"
+                            f"{', ...' if len(others) > 3 else ''}); give a new or empty folder")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write the output folder {out}: {parent} is not writable")
+    return out
+
+
+@contextlib.contextmanager
+def staged_output_dir(out: str | os.PathLike) -> Iterator[Path]:
+    """Write the outputs into a hidden staging folder beside ``out`` and move it into place at the end:
+    a run that fails or is killed leaves the earlier output (or none), never a partial or mixed one."""
+    import shutil
+    import tempfile
+    out = check_output_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    os.chmod(stage, 0o777 & ~_umask())
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / out.name)
+        os.replace(stage, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(stage, out)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_grid(x: torch.Tensor, path: str | os.PathLike, nrow: int = 8) -> None:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from common.data import list_images, load_image, to_float, to_uint8
 from common.errors import DataError, UserError
-from common.training import load_checkpoint
+from common.training import first_line, load_checkpoint
 
 DEFAULT_CLASSIFIER = Path(__file__).resolve().parents[1].parent / "shared" / "evaluators" / "Classifier.pth"
 
@@ -67,7 +67,7 @@ def load_classifier(path: str | os.PathLike | None = None) -> LeNet:
     try:
         model.load_state_dict(sd)
     except RuntimeError as e:
-        raise UserError(f"{path}: state_dict does not fit the LeNet of SPEC.md: {str(e).splitlines()[0]}") from None
+        raise UserError(f"{path}: state_dict does not fit the LeNet of SPEC.md: {first_line(e)}") from None
     return model.eval()
 
 

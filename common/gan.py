@@ -521,7 +521,7 @@ def train_gan(G: nn.Module, D: nn.Module, data: Iterable | Callable[[int], Itera
             ema.module.to(device)
         print(f"resuming {run_dir} from step {step}")
     atomic_write_json(run_dir / "config.json", dataclasses.asdict(cfg))
-    log = MetricsLog(run_dir / "metrics.jsonl")
+    log = MetricsLog(run_dir / "metrics.jsonl", resume_from=step)
 
     def state() -> dict:
         if ema is not None:

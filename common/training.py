@@ -132,8 +132,35 @@ class TrainPrecision:
 
 
 # ----------------------------------------------------------------------------- files
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    lines = str(e).strip().splitlines()
+    return lines[0][:limit] if lines else type(e).__name__
+
+
+def _umask_mode(path: str | os.PathLike) -> None:
+    """mkstemp creates files 0600: give the file the mode a new file would get under the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write via a temp file in the same folder + ``os.replace``: never a half-written file."""
+    """Write via a temp file in the same folder, fsync, ``os.replace``: never a half-written file,
+    not even after a power loss; the file gets the usual umask mode."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -142,22 +169,42 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        _umask_mode(tmp)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
 
+def remove_stale_temps(path: str | os.PathLike, older_than_s: float = 60.0) -> int:
+    """Delete temp files an earlier, killed write of ``path`` left behind (``.<name>.*.tmp``)."""
+    path, n = Path(path), 0
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if time.time() - tmp.stat().st_mtime > older_than_s:
+                tmp.unlink()
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` atomically (temp file + rename)."""
+    """``torch.save`` atomically (temp file, fsync, rename); leftovers of killed saves are removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save(obj, tmp)
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        _umask_mode(tmp)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -173,10 +220,15 @@ def load_checkpoint(path: str | os.PathLike, hint: str = "") -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}" + (f" ({hint})" if hint else ""))
+    if path.stat().st_size == 0:
+        raise UserError(f"checkpoint {path} is empty (0 bytes)" + (f" ({hint})" if hint else ""))
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, truncated zip, ...
-        raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+        raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {first_line(e)}") from None
+    if not isinstance(ck, dict):
+        raise UserError(f"{path} is not a checkpoint of this project (a {type(ck).__name__}, not a dict)")
+    return ck
 
 
 def load_states(path: str | os.PathLike, ckpt: dict, pairs: list[tuple[Any, str]], advice: str) -> None:
@@ -187,7 +239,7 @@ def load_states(path: str | os.PathLike, ckpt: dict, pairs: list[tuple[Any, str]
             obj.load_state_dict(ckpt[key])
     except (RuntimeError, KeyError, ValueError) as e:
         raise UserError(f"{path} does not match this model/config ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:150]}); {advice}") from None
+                        f"{first_line(e, 150)}); {advice}") from None
 
 
 def half_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -231,11 +283,25 @@ class EMA:
 
 # ----------------------------------------------------------------------------- logging / stop
 class MetricsLog:
-    """Append one JSON object per line to ``metrics.jsonl`` (flushed at once)."""
+    """Append one JSON object per line to ``metrics.jsonl`` (flushed at once).
 
-    def __init__(self, path: str | os.PathLike):
+    ``resume_from=step``: the run goes on from its checkpoint at ``step``, so the rows of later steps
+    (written after that save by a run that was then killed) and a torn last line are dropped first:
+    every step appears once, as in an uninterrupted run."""
+
+    def __init__(self, path: str | os.PathLike, resume_from: int | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_from is not None and self.path.is_file():
+            kept = []
+            for line in self.path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue  # torn by a kill mid-write
+                if not isinstance(rec, dict) or int(rec.get("step", 0) or 0) <= resume_from:
+                    kept.append(line)
+            atomic_write_bytes(self.path, "".join(k + "\n" for k in kept).encode())
 
     def write(self, **record: Any) -> None:
         record.setdefault("time", round(time.time(), 3))
@@ -303,16 +369,28 @@ def check_finite(step: int, **losses: float) -> None:
 
 
 def rng_state() -> dict:
-    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(), "python": random.getstate()[1]}
+    """Every global RNG's full state (torch, CUDA, numpy, Python), loadable with weights_only=True."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    st = {"torch": torch.get_rng_state(),
+          "numpy": keys.tolist(), "numpy_pos": int(pos), "numpy_gauss": [int(has_gauss), float(gauss)],
+          "python": list(internal), "python_version": version, "python_gauss": gauss_next}
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
 
 
 def set_rng_state(st: dict) -> None:
+    """Restore ``rng_state()``'s RNGs (states saved by earlier releases: torch, CUDA and numpy's keys)."""
     torch.set_rng_state(st["torch"])
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
+    if "numpy" in st:
+        has_gauss, gauss = st.get("numpy_gauss", (0, 0.0))
+        np.random.set_state(("MT19937", np.asarray(st["numpy"], dtype=np.uint32), int(st.get("numpy_pos", 624)),
+                             int(has_gauss), float(gauss)))
+    if "python" in st:
+        random.setstate((int(st.get("python_version", 3)), tuple(int(v) for v in st["python"]), st.get("python_gauss")))
 
 
 def count_params(model: nn.Module) -> int:

@@ -21,10 +21,10 @@ import torch
 
 from common.checkpoint import generator_state_dict, shipped_path
 from common.cli import command_parser
-from common.data import save_pngs
+from common.data import check_output_dir, save_pngs, staged_output_dir
 from common.errors import UserError, cli_main
 from common.gan import generate
-from common.training import float_state_dict, load_checkpoint, pick_device
+from common.training import first_line, float_state_dict, load_checkpoint, pick_device
 from p1_gan.config import METHODS, build_generator, build_models, config_from_checkpoint
 
 
@@ -56,7 +56,7 @@ def load_models(path: Path, method: str | None = None):
         if D is not None:
             D.load_state_dict(float_state_dict(ck["D"]))
     except RuntimeError as e:
-        raise UserError(f"{path}: weights do not match its config ({str(e).splitlines()[0][:150]})") from None
+        raise UserError(f"{path}: weights do not match its config ({first_line(e, 150)})") from None
     return G.eval(), (D.eval() if D is not None else None), cfg, ck["config"]
 
 
@@ -115,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    check_output_dir(args.out)  # before any work
     if args.n < 1 or args.batch_size < 1:
         raise UserError("--n and --batch-size must be >= 1")
     if args.candidates is not None and args.candidates < 1:
@@ -136,11 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if k > 1 and D is None:
         raise UserError(f"{path} keeps no discriminator, so --candidates must be 1 "
                         "(ship one with scripts/ship_checkpoint.py --discriminator RUN/last.pt)")
+    how = f", best of {k} noises by its D" if k > 1 else ", plain G"
+    print(f"hw2_1: method {cfg.method}{how}, {path}, seed {args.seed}, {args.n} images", flush=True)
     x, _ = generate_best_of(G.to(device), D.to(device) if D is not None else None, args.n, cfg.z_dim, k,
                             seed=args.seed, batch_size=args.batch_size, device=device)
-    save_pngs(x, [f"{i:04d}.png" for i in range(args.n)], args.out)
-    how = f", best of {k} by D" if k > 1 else ""
-    print(f"wrote {args.n} images (method {cfg.method}{how}) to {args.out} in {time.time() - t0:.1f}s")
+    with staged_output_dir(args.out) as stage:  # a killed run leaves no partial output
+        save_pngs(x, [f"{i:04d}.png" for i in range(args.n)], stage)
+    print(f"wrote {args.n} images to {args.out} in {time.time() - t0:.1f}s")
     return 0
 
 

@@ -28,7 +28,7 @@ from common.cli import (add_config_args, add_deprecated, add_run_args, command_p
 from common.data import ImageFolder, TensorBatches, list_images
 from common.errors import DataError, UserError, cli_main
 from common.gan import generate, train_gan
-from common.training import atomic_torch_save, count_params, pick_device
+from common.training import atomic_torch_save, count_params, pick_device, seed_everything
 from p1_gan.config import METHODS, P1Config, build_models, check_config, method_defaults
 
 
@@ -134,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + start_step)
         return TensorBatches(x, batch_size=cfg.batch_size, generator=g)
 
+    seed_everything(cfg.seed)  # the initial weights come from the seed too: two fresh runs are identical
     G, D = build_models(cfg)
     print(f"method {cfg.method}: G {count_params(G) / 1e6:.2f}M params, D {count_params(D) / 1e6:.2f}M params, "
           f"{len(x)} images, device {device}, run folder {run_dir}")

@@ -15,6 +15,7 @@ from common.checkpoint import export_generator
 from common.data import TensorBatches
 from common.errors import UserError
 from common.gan import train_gan as shared_train_gan
+from common.training import seed_everything
 from p2_diffusion_acgan.config import P2GANConfig, build_discriminator, build_generator
 from p2_diffusion_acgan.data import grid_labels, load_train_data
 
@@ -39,6 +40,7 @@ def train_gan(model: str, cfg: P2GANConfig, run_dir: str | Path, progress: bool 
         raise UserError(f"config arch {cfg.arch!r} does not match --model {model}")
     run_dir = Path(run_dir)
     x, y = load_train_data(cfg.data_root, cfg.domain, cfg.max_images, progress)
+    seed_everything(cfg.seed)  # the initial weights come from the seed too: two fresh runs are identical
     G, D = build_gan(cfg)
     bs = min(cfg.batch_size, len(x))
 

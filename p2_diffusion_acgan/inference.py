@@ -22,9 +22,9 @@ import torch
 
 from common.checkpoint import CHECKPOINT_DIR
 from common.cli import command_parser
-from common.data import NUM_CLASSES, save_pngs
+from common.data import NUM_CLASSES, check_output_dir, save_pngs, staged_output_dir
 from common.errors import UserError, cli_main
-from common.training import PRECISIONS, float_state_dict, load_checkpoint, pick_device
+from common.training import PRECISIONS, float_state_dict, load_checkpoint, pick_device, resolve_precision
 from p2_diffusion_acgan.config import build_discriminator, build_generator, build_unet, diffusion_config_from
 from p2_diffusion_acgan.diffusion import sample
 from p2_diffusion_acgan.model import SAGANDiscriminator
@@ -168,6 +168,23 @@ class Generator:
         return torch.stack(xs), (torch.stack(scores) if k > 1 else None)
 
 
+def describe(gen: Generator, opts: dict) -> str:
+    """The settings a run samples with, in words (the options given, else the checkpoint's)."""
+    if gen.kind != "p2_diffusion":
+        psi, k, accept = gen.gan_options(opts.get("truncation"), opts.get("candidates"), opts.get("accept_prob"))
+        how = f"first of {k} with p >= {accept:g} by D's class head" if k > 1 and accept < 1 else \
+            (f"most probable of {k} by D's class head" if k > 1 else "plain G")
+        return f"{gen.model_name}, {how}" + (f", truncation {psi:g}" if psi < 1 else "")
+    c = gen.diff_cfg
+    pick = lambda key, default: default if opts.get(key) is None else opts[key]  # noqa: E731
+    guide = pick("guide", c.guide)
+    lo, hi = pick("guidance_interval", tuple(c.guidance_interval))
+    return (f"diffusion, {pick('sampler', c.sampler)} {pick('steps', c.sample_steps)} steps ({pick('spacing', c.spacing)}), "
+            f"w {pick('guidance', c.guidance):g}" + (f" at t {lo}-{hi}" if (lo, hi) != (0, c.timesteps - 1) else "")
+            + (f", autoguidance by {guide}" if guide not in ("", "none") else ", classifier-free guidance")
+            + f", {resolve_precision(pick('precision', c.sample_precision), gen.device)} U-Net passes")
+
+
 def check_gan_options(truncation: float, candidates: int, accept_prob: float) -> None:
     if not 0 < truncation <= 1:
         raise UserError(f"truncation must be in (0, 1], got {truncation}")
@@ -249,8 +266,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: 0 = torch's default)")
     args = p.parse_args(argv)
+    check_output_dir(args.out)  # before any work
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be at least 1, got {args.steps}")
+    for flag in ("guidance", "truncation", "accept_prob"):
+        v = getattr(args, flag)
+        if v is not None and not math.isfinite(v):
+            raise UserError(f"--{flag.replace('_', '-')} must be a finite number, got {v}")
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     check_gan_options(1.0 if args.truncation is None else args.truncation, 1 if args.candidates is None else args.candidates,
@@ -264,6 +286,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     gen = Generator(load_checkpoint(path, hint), pick_device(args.device))
     if args.model is not None and gen.model_name != args.model:
         raise UserError(f"{path} holds a {gen.model_name} model, not {args.model}")
+    gan_only = [f for f in ("truncation", "candidates", "accept_prob") if getattr(args, f) is not None]
+    diffusion_only = [f for f in ("sampler", "steps", "guidance", "spacing", "guidance_interval", "precision", "guide")
+                      if getattr(args, f) is not None]
+    wrong = gan_only if gen.kind == "p2_diffusion" else diffusion_only
+    if wrong:
+        kind = "GAN" if gen.kind == "p2_diffusion" else "diffusion"
+        raise UserError(f"{', '.join('--' + f.replace('_', '-') for f in wrong)}: {kind} sampling options, but "
+                        f"{path} holds a {gen.model_name} model")
     if gen.kind == "p2_diffusion" and args.steps is not None and args.steps > gen.diff_cfg.timesteps:
         raise UserError(f"--steps {args.steps} is more than the model's {gen.diff_cfg.timesteps} timesteps")
     t0 = time.time()
@@ -274,8 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.guidance_interval is not None:
         opts["guidance_interval"] = tuple(args.guidance_interval)
     batch_size = args.batch_size or (1000 if gen.device.type == "cuda" else 250)
+    print(f"hw2_2: {describe(gen, opts)}, {path}, seed {args.seed}", flush=True)
     x, _, names = generate_all(gen, args.seed, batch_size, **opts)
-    save_pngs(x, names, args.out)
+    with staged_output_dir(args.out) as stage:  # a killed run leaves no partial output
+        save_pngs(x, names, stage)
     print(f"wrote {len(names)} images to {args.out} ({gen.model_name}, {time.time() - t0:.1f} s)")
     return 0
 

@@ -26,9 +26,9 @@ from common.checkpoint import shipped_form
 from common.cli import add_config_args, add_run_args, command_parser, config_from_args, config_from_dict, dry_run_dir
 from common.data import TensorBatches, save_grid, to_float
 from common.errors import UserError, cli_main
-from common.training import (CHECKPOINT_VERSION, EMA, GracefulStop, TrainPrecision, MetricsLog, atomic_torch_save, atomic_write_json,
-                             check_finite, count_params, load_checkpoint, load_states, pick_device, rng_state,
-                             seed_everything, set_rng_state)
+from common.training import (CHECKPOINT_VERSION, EMA, GracefulStop, MetricsLog, TrainPrecision, atomic_torch_save,
+                             atomic_write_json, check_finite, count_params, first_line, load_checkpoint, load_states,
+                             pick_device, rng_state, seed_everything, set_rng_state)
 from p2_diffusion_acgan.config import DiffusionConfig, build_unet, diffusion_config, gan_config_class
 from p2_diffusion_acgan.data import grid_labels, load_train_data
 from p2_diffusion_acgan.diffusion import diffusion_loss, sample
@@ -96,7 +96,7 @@ def train_diffusion(cfg: DiffusionConfig, run_dir: str | Path,
             model.load_state_dict(sd)
             ema.module.load_state_dict(sd)
         except RuntimeError as e:
-            raise UserError(f"{cfg.init_from} does not fit this U-Net config: {str(e).splitlines()[0]}") from None
+            raise UserError(f"{cfg.init_from} does not fit this U-Net config: {first_line(e)}") from None
         print(f"initialised from {cfg.init_from} (its step {init.get('step')}; this run counts from 0)")
     atomic_write_json(run / "config.json", dataclasses.asdict(cfg))
 
@@ -110,7 +110,7 @@ def train_diffusion(cfg: DiffusionConfig, run_dir: str | Path,
                                                "config": dataclasses.asdict(cfg), "metrics": last_eval,
                                                **({"accuracy": last_eval["accuracy"]} if "accuracy" in last_eval else {})})
 
-    log = MetricsLog(run / "metrics.jsonl")
+    log = MetricsLog(run / "metrics.jsonl", resume_from=step)
     print(f"diffusion U-Net: {count_params(model) / 1e6:.2f}M parameters, {len(x_all)} images, device {device}, "
           f"{prec.name} training")
     record: dict = {}

@@ -9,7 +9,7 @@ import torch
 from common.cli import config_from_dict
 from common.data import to_float
 from common.errors import UserError
-from common.training import load_checkpoint
+from common.training import first_line, load_checkpoint
 from p3_dann.config import Config, build_model
 from p3_dann.model import DANN
 
@@ -36,9 +36,14 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: t
 def load_model(path: str | Path, device: torch.device | None = None) -> tuple[DANN, Config]:
     """Rebuild a model from a final/exported checkpoint's config alone (fp16 weights become fp32)."""
     ck = load_checkpoint(path, "train one with python -m p3_dann.train")
-    if not isinstance(ck, dict) or "config" not in ck or "model" not in ck:
-        raise UserError(f"{path} is not a p3_dann checkpoint (needs 'config' and 'model')")
-    cfg = config_from_dict(Config, ck["config"])
+    conf = ck.get("config")
+    if "model" not in ck or not isinstance(conf, dict) or not {"source", "target", "mode"} <= set(conf):
+        what = f" (a {ck['kind']} checkpoint)" if "kind" in ck else ""
+        raise UserError(f"{path} is not a p3_dann checkpoint{what}: it needs 'model' and a config with source, target, mode")
+    cfg = config_from_dict(Config, conf)
     model = build_model(cfg)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["model"].items()})
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["model"].items()})
+    except (RuntimeError, AttributeError) as e:
+        raise UserError(f"{path}: weights do not fit its config ({first_line(e, 150)})") from None
     return model.to(device or torch.device("cpu")).eval(), cfg

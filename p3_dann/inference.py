@@ -86,6 +86,19 @@ def predict_labels(model: torch.nn.Module, x: torch.Tensor, device: torch.device
     return torch.cat(out).tolist()
 
 
+def check_output_csv(path: str | os.PathLike) -> Path:
+    """OUT_CSV must be a file name in a writable place (one-line errors before any work)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"output csv {path} is an existing folder; give a file name")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write the output csv {path}: {parent} is not a writable folder")
+    return path
+
+
 def write_csv(path: str | os.PathLike, names: list[str], labels: list[int]) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -111,6 +124,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    check_output_csv(args.out_csv)  # before any work
     target = infer_target(args.test_dir, args.target)
     if args.checkpoint is None:
         ck = default_checkpoint(target)
@@ -127,6 +141,8 @@ def main(argv=None) -> int:
     if cfg.target != target:
         print(f"warning: checkpoint {ck.name} was adapted to {cfg.target}, images are {target}", file=sys.stderr)
     names, x = read_folder(args.test_dir)
+    print(f"hw2_3: {cfg.source} -> {cfg.target} {cfg.mode} model {ck}, target domain {target}, {len(names)} images",
+          file=sys.stderr)
     labels = predict_labels(model, x, device, args.batch_size)
     write_csv(args.out_csv, names, labels)
     print(f"wrote {len(names)} predictions to {args.out_csv}", file=sys.stderr)

@@ -156,7 +156,7 @@ def train(cfg: Config, run_dir: Path, stop_after: int = 0, export: str = "", com
     batches_l = iter(TensorBatches(x_l, y_l, batch_size=cfg.batch_size, generator=g))
     batches_u = iter(TensorBatches(x_u, batch_size=cfg.batch_size, generator=g)) if adapt else None
     step_fn = AdaptationStep(cfg, model, opt, ema, device, g)
-    log = MetricsLog(run_dir / "metrics.jsonl")
+    log = MetricsLog(run_dir / "metrics.jsonl", resume_from=step)
     eval_model = lambda: ema.module if ema is not None else model  # noqa: E731
 
     def save_state():

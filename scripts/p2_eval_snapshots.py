@@ -46,9 +46,12 @@ def evaluate_checkpoint(ckpt: Path, data_root: str, options: list[str], classifi
     from common import fid
     from common.digit_classifier import accuracy_of_folder
     from p2_diffusion_acgan.inference import main as generate_main
+    from common.training import load_checkpoint
+    options = options_for(load_checkpoint(ckpt).get("kind"), options)
     with tempfile.TemporaryDirectory(prefix="p2_eval_") as tmp:
         t0 = time.time()
-        generate_main([tmp, "--checkpoint", str(ckpt), "--device", "cpu", *options])
+        generate_main([str(Path(tmp) / "out"), "--checkpoint", str(ckpt), "--device", "cpu", *options])
+        tmp = str(Path(tmp) / "out")
         rec: dict = {"generate_s": round(time.time() - t0, 1), "options": " ".join(options)}
         r = accuracy_of_folder(tmp, classifier)
         worst = min(r.per_digit, key=r.per_digit.get)
@@ -60,6 +63,25 @@ def evaluate_checkpoint(ckpt: Path, data_root: str, options: list[str], classifi
         if dims != 2048:
             rec["fid_dims"] = dims
     return rec
+
+
+GAN_FLAGS = ("--candidates", "--accept-prob")
+
+
+def options_for(kind: str | None, options: list[str]) -> list[str]:
+    """``options`` less the GAN flags for a diffusion checkpoint (hw2_2 refuses options a model ignores)."""
+    if kind not in ("p2_diffusion", "p2_diffusion_train"):
+        return options
+    out, skip = [], False
+    for i, o in enumerate(options):
+        if skip:
+            skip = False
+            continue
+        if o in GAN_FLAGS:
+            skip = True
+            continue
+        out.append(o)
+    return out
 
 
 def sampling_options(a: argparse.Namespace) -> list[str]:

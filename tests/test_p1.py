@@ -222,3 +222,13 @@ def test_bench_p1_times_best_of_k(tmp_path, capsys):
     assert re.search(r"\| K 1: \d+\.\d+, K 3: \d+\.\d+ \|$", row), row
     info = json.loads((tmp_path / "b.json").read_text())
     assert set(info["rows"][0]["best_of_s"]) == {"1", "3"}
+
+
+def test_two_fresh_runs_are_identical(tiny_faces, tmp_path):
+    """The initial weights come from --seed too: the same command twice gives the same weights."""
+    a = run_train(tmp_path / "a", tiny_faces / "face", "B", "--max-steps", "1")
+    b = run_train(tmp_path / "b", tiny_faces / "face", "B", "--max-steps", "1")
+    ga, gb = load_checkpoint(a / "last.pt")["G"], load_checkpoint(b / "last.pt")["G"]
+    assert all(torch.equal(ga[k], gb[k]) for k in ga)
+    c = run_train(tmp_path / "c", tiny_faces / "face", "B", "--max-steps", "1", "--seed", "5")
+    assert not all(torch.equal(ga[k], v) for k, v in load_checkpoint(c / "last.pt")["G"].items())

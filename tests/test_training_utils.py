@@ -128,3 +128,32 @@ def test_bench_train_quick_table(capsys):
     assert len(rows) == 6 and all(float(r.split("|")[4]) > 0 for r in rows)
     assert re.fullmatch(r"bf16 speedup: p1 \d+\.\d\dx, p2 \d+\.\d\dx, p3 \d+\.\d\dx", lines[-1])
     assert lines[-2].startswith("CPU ") and ("bf16 native" in lines[-2] or "bf16 emulated" in lines[-2])
+
+
+def test_rng_state_round_trips_every_generator(tmp_path):
+    import random
+
+    import numpy as np
+
+    from common.training import rng_state, set_rng_state
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    np.random.normal()  # leaves a cached Gaussian in numpy's state
+    atomic_torch_save({"rng": rng_state()}, tmp_path / "s.pt")
+    expected = (torch.rand(3), np.random.rand(3), np.random.normal(), [random.random() for _ in range(3)])
+    torch.manual_seed(9), np.random.seed(9), random.seed(9)
+    set_rng_state(load_checkpoint(tmp_path / "s.pt")["rng"])  # weights_only=True loads it
+    got = (torch.rand(3), np.random.rand(3), np.random.normal(), [random.random() for _ in range(3)])
+    assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1])
+    assert expected[2] == got[2] and expected[3] == got[3]
+
+
+def test_metrics_log_on_resume_drops_the_rows_a_killed_run_wrote_after_its_save(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    log = MetricsLog(path)
+    for step in (1, 2, 3, 4):
+        log.write(kind="train", step=step)
+    with open(path, "a") as f:
+        f.write('{"kind": "train", "st')  # torn by SIGKILL
+    log = MetricsLog(path, resume_from=2)  # the last save was at step 2
+    log.write(kind="train", step=3)
+    assert [r["step"] for r in read_jsonl(path)] == [1, 2, 3]
