@@ -23,8 +23,36 @@ fi
 
 parent=$(dirname "$dest")
 mkdir -p "$parent"
+for stale in "$parent"/.hw2_data.partial.* "$parent"/.hw2_data.old.*; do  # left by a killed run
+  [ -e "$stale" ] && { echo "removing $stale (left by an interrupted run)"; rm -rf "$stale"; }
+done
 stage=$(mktemp -d "$parent/.hw2_data.partial.XXXXXX")
-trap 'rm -rf "$stage"' EXIT
+old=""
+trap 'rm -rf "$stage"; [ -n "$old" ] && [ -d "$old" ] && rm -rf "$old"' EXIT
+
+# Member rule, checked before anything is extracted: only regular files and folders, with relative
+# paths that stay inside the destination (no absolute paths, no '..', no links or devices).
+check_members() {
+  "$py" - "$1" <<'PY' || exit 1  # it printed why
+import sys, tarfile, zipfile
+path = sys.argv[1]
+def bad(name):
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith("/") or ".." in parts or (len(name) > 1 and name[1] == ":")
+try:
+    if path.endswith(".zip"):
+        with zipfile.ZipFile(path) as z:
+            names = [(i.filename, "file") for i in z.infolist()]
+    else:
+        with tarfile.open(path) as t:
+            names = [(m.name, "file" if m.isfile() or m.isdir() else "link/device") for m in t.getmembers()]
+except Exception as e:  # gzip, tar and zip errors of a truncated or foreign file
+    sys.exit(f"hw2_download.sh: broken archive {path}: {type(e).__name__}: {e}")
+for name, kind in names:
+    if bad(name) or kind != "file":
+        sys.exit(f"hw2_download.sh: refusing {path}: member {name!r} ({kind}) is outside the plain-files rule")
+PY
+}
 
 if [ -n "$from" ]; then
   [ -d "$from" ] || die "HW2_DATA_FROM is not a folder: $from"
@@ -33,7 +61,8 @@ if [ -n "$from" ]; then
   [ ${#archives[@]} -gt 0 ] || die "no *.tar.gz archives in HW2_DATA_FROM=$from"
   for a in "${archives[@]}"; do
     echo "unpacking $a"
-    tar xzf "$a" -C "$stage" || die "broken archive: $a"
+    check_members "$a"
+    tar xzf "$a" -C "$stage" --no-same-owner || die "broken archive: $a"
   done
   source_desc="unpacked from $(cd "$from" && pwd)"
 else
@@ -47,18 +76,25 @@ else
     mv "$zip.part" "$zip"
   fi
   echo "unzipping $zip"
+  check_members "$zip"
   unzip -q "$zip" -d "$stage" || die "cannot unzip $zip"
   source_desc="official archive $gdrive_id"
 fi
 
 # The archives hold hw2_data/...; accept a bare face/ + digits/ too.
 if [ -d "$stage/hw2_data" ]; then root="$stage/hw2_data"; else root="$stage"; fi
-[ -d "$root/face" ] || [ -d "$root/digits" ] || die "archive holds neither face/ nor digits/ (found: $(ls "$root" | tr '\n' ' '))"
+# Complete means every part the three problems read: both face splits and the mnistm and usps digits.
+missing=""
+for part in face/train face/val digits/mnistm/train.csv digits/mnistm/val.csv digits/usps/train.csv digits/usps/val.csv; do
+  [ -e "$root/$part" ] || missing="$missing $part"
+done
+[ -z "$missing" ] || die "the data is incomplete, missing:$missing (found: $(ls "$root" | tr '\n' ' ')); nothing was installed"
 echo "$source_desc on $(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$root/.complete"
 
-if [ -e "$dest" ]; then  # an earlier, unfinished copy: replace it
+if [ -e "$dest" ]; then  # an earlier, unfinished copy: replace it (moved aside, never into the new copy)
   echo "replacing incomplete $dest"
-  mv "$dest" "$stage/old"
+  old=$(mktemp -d "$parent/.hw2_data.old.XXXXXX")
+  mv "$dest" "$old/"
 fi
 mv "$root" "$dest"
 [ -f "$dest/.complete" ] || die "internal error: $dest/.complete missing"

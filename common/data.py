@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,25 +62,30 @@ def read_label_csv(path: str | os.PathLike) -> tuple[list[str], list[int]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"csv file not found: {path}")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        fields = [c.strip() for c in (reader.fieldnames or [])]
-        if "image_name" not in fields or "label" not in fields:
-            raise DataError(f"{path}: needs columns image_name,label (found: {','.join(fields) or 'nothing'})")
-        reader.fieldnames = fields
-        names, labels = [], []
-        for row_no, row in enumerate(reader, start=2):  # line 1 is the header
-            name, raw = (row.get("image_name") or "").strip(), (row.get("label") or "").strip()
-            if not name:
-                raise DataError(f"{path}, line {row_no}: empty image_name")
-            try:
-                label = int(raw)
-            except ValueError:
-                raise DataError(f"{path}, line {row_no}: label {raw!r} is not an integer") from None
-            if not 0 <= label < NUM_CLASSES:
-                raise DataError(f"{path}, line {row_no}: label {label} outside 0-{NUM_CLASSES - 1}")
-            names.append(name)
-            labels.append(label)
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Excel's "CSV UTF-8") is fine
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    fields = [c.strip() for c in (reader.fieldnames or [])]
+    if "image_name" not in fields or "label" not in fields:
+        raise DataError(f"{path}: needs columns image_name,label (found: {','.join(fields) or 'nothing'})")
+    reader.fieldnames = fields
+    names, labels = [], []
+    for row_no, row in enumerate(reader, start=2):  # line 1 is the header
+        name, raw = (row.get("image_name") or "").strip(), (row.get("label") or "").strip()
+        if not name:
+            raise DataError(f"{path}, line {row_no}: empty image_name")
+        if name != Path(name).name or name in (".", ".."):  # a bare file name: nothing outside the folder
+            raise DataError(f"{path}, line {row_no}: image_name {name!r} must be a file name, not a path")
+        try:
+            label = int(raw)
+        except ValueError:
+            raise DataError(f"{path}, line {row_no}: label {raw!r} is not an integer") from None
+        if not 0 <= label < NUM_CLASSES:
+            raise DataError(f"{path}, line {row_no}: label {label} outside 0-{NUM_CLASSES - 1}")
+        names.append(name)
+        labels.append(label)
     if not names:
         raise DataError(f"{path}: no rows")
     return names, labels

@@ -16,7 +16,7 @@ API::
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +77,7 @@ class DigitAccuracy:
     per_digit: dict[int, float]          # digit -> fraction correct (digits present only)
     n: int
     counts: dict[int, int]               # digit -> number of images
+    unreadable: list[str] = field(default_factory=list)  # files left out (as the face score does)
 
 
 def _as_model(classifier) -> LeNet:
@@ -124,6 +125,15 @@ def accuracy_of_folder(folder: str | os.PathLike, classifier=None, progress: boo
     names = list_images(folder)
     labels = np.array([label_from_name(n) for n in names])
     model = _as_model(classifier)
-    imgs = np.stack([load_image(folder / n, channels=3, size=28) for n in
-                     tqdm(names, desc="digits", unit="img", disable=not progress, leave=False)])
-    return _summarise(predict(model, torch.from_numpy(imgs).permute(0, 3, 1, 2)), labels)
+    imgs, keep, bad = [], [], []
+    for i, n in enumerate(tqdm(names, desc="digits", unit="img", disable=not progress, leave=False)):
+        try:
+            imgs.append(load_image(folder / n, channels=3, size=28))
+            keep.append(i)
+        except DataError:
+            bad.append(n)
+    if not imgs:
+        raise DataError(f"no readable images in {folder} ({len(bad)} unreadable, e.g. {bad[0] if bad else '-'})")
+    result = _summarise(predict(model, torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2)), labels[keep])
+    result.unreadable = bad
+    return result

@@ -65,7 +65,7 @@ def _digits(a) -> dict:
     from common.digit_classifier import accuracy_of_folder
     r = accuracy_of_folder(a.gen, a.classifier, progress=True)
     return {"digits": r.accuracy, "per_digit": {str(d): v for d, v in r.per_digit.items()}, "n": r.n,
-            "counts": {str(d): c for d, c in r.counts.items()}}
+            "counts": {str(d): c for d, c in r.counts.items()}, "unreadable": r.unreadable}
 
 
 def _uda(a) -> dict:
@@ -82,7 +82,10 @@ def _listing(names: list[str], k: int = 5) -> str:
 def format_result(cmd: str, r: dict) -> str:
     """Human-readable lines for one result dict."""
     if cmd == "fid":
-        return f"FID: {r['fid']:.4f}"
+        small = min(n for n in (r.get("n_gen"), r.get("n_ref")) if n is not None) if r.get("n_gen") or r.get("n_ref") else None
+        note = (f"\nnote: only {small} images on one side: FID is biased at small sample sizes (it can even come out "
+                "negative); compare FIDs of equal sizes, 1000+ images") if small is not None and small < 200 else ""
+        return f"FID: {r['fid']:.4f}{note}"
     if cmd == "is":
         return f"Inception Score: {r['is']:.4f} +- {r['is_std']:.4f}  ({r['n']} images)"
     if cmd == "face":
@@ -93,6 +96,8 @@ def format_result(cmd: str, r: dict) -> str:
     if cmd == "digits":
         lines = [f"digit accuracy: {100 * r['digits']:.2f} %  ({r['n']} images)"]
         lines += [f"  {d}: {100 * v:6.2f} %  ({r['counts'][d]})" for d, v in r["per_digit"].items()]
+        if r.get("unreadable"):
+            lines.append(f"unreadable (left out): {_listing(r['unreadable'])}")
         return "\n".join(lines)
     s = f"adaptation accuracy: {100 * r['uda']:.2f} %  ({r['correct']} of {r['n']})"
     if r["missing_in_pred"]:

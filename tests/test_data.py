@@ -88,3 +88,16 @@ def test_tensor_batches():
 def test_real_usps_val():
     ds = digit_dataset("hw2_data", "usps", "val")
     assert len(ds) == 1458 and ds[0][0].shape == (3, 28, 28)
+
+
+def test_label_csv_encodings_and_names(tmp_path):
+    from common.data import read_label_csv
+    (tmp_path / "bom.csv").write_bytes("\ufeffimage_name,label\n0.png,3\n".encode("utf-8"))
+    assert read_label_csv(tmp_path / "bom.csv") == (["0.png"], [3])  # Excel's UTF-8 with a BOM
+    (tmp_path / "latin.csv").write_bytes("image_name,label\n\xe9.png,3\n".encode("latin-1"))
+    with pytest.raises(DataError, match="latin.csv: not UTF-8 text"):
+        read_label_csv(tmp_path / "latin.csv")
+    for bad in ("../x.png", "/etc/passwd", "sub/x.png", ".."):
+        (tmp_path / "p.csv").write_text(f"image_name,label\n{bad},1\n")
+        with pytest.raises(DataError, match="must be a file name, not a path"):
+            read_label_csv(tmp_path / "p.csv")

@@ -72,6 +72,11 @@ def test_digits_json_with_a_given_classifier(tmp_path, capsys):
     assert r["digits"] == 0.5 and r["per_digit"] == {"1": 0.0, "3": 0.0, "7": 1.0} and r["n"] == 4
     assert evaluate.main(["digits", str(gen), "--classifier", str(tmp_path / "c.pth")]) == 0
     assert "50.00 %" in capsys.readouterr().out
+    (gen / "7_003.png").write_bytes(b"")  # a zero-byte file is left out and named, as the face score does
+    r = run_json(capsys, "digits", gen, "--classifier", tmp_path / "c.pth")
+    assert r["n"] == 4 and r["digits"] == 0.5 and r["unreadable"] == ["7_003.png"]
+    assert evaluate.main(["digits", str(gen), "--classifier", str(tmp_path / "c.pth")]) == 0
+    assert "unreadable (left out): 7_003.png" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -80,6 +85,8 @@ def test_fid_json_of_a_folder_with_itself(tmp_path, capsys, monkeypatch):
     a = make_face_folder(tmp_path / "a", n=5, size=32)
     r = run_json(capsys, "fid", a, a, "--dims", "64", "--device", "cpu", "--batch-size", "5")
     assert abs(r["fid"]) < 1e-3 and r["n_gen"] == r["n_ref"] == 5
+    assert evaluate.main(["fid", str(a), str(a), "--dims", "64", "--device", "cpu"]) == 0
+    assert "note: only 5 images on one side: FID is biased" in capsys.readouterr().out
 
 
 def test_bad_inputs_give_one_line_errors(tmp_path, capsys, monkeypatch):
