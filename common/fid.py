@@ -63,7 +63,7 @@ from pytorch_fid.inception import FID_WEIGHTS_URL, InceptionV3
 
 from common.data import existing_folder, to_uint8
 from common.errors import DataError, UserError
-from common.training import atomic_torch_save, pick_device
+from common.training import atomic_torch_save, cache_dir, pick_device
 
 DIMS = 2048  # pool3
 FID_WEIGHTS_NAME = FID_WEIGHTS_URL.rsplit("/", 1)[-1]  # pt_inception-2015-12-05-6726825d.pth
@@ -72,11 +72,6 @@ SHIPPED_STATS_DIR = Path(__file__).resolve().parent / "fid_stats"
 
 
 # ----------------------------------------------------------------------------- paths / cache
-def cache_dir() -> Path:
-    """Cache root for this project: ``$HW2_CACHE`` or ``~/.cache/hw2``."""
-    return Path(os.environ.get("HW2_CACHE") or Path.home() / ".cache" / "hw2")
-
-
 def fid_weights_path() -> Path:
     """Where pytorch-fid looks for its weights (torch hub checkpoints dir)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_NAME

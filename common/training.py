@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import math
 import os
@@ -60,16 +61,71 @@ def cpu_has_bf16() -> bool:
         return False
 
 
+def cache_dir() -> Path:
+    """Cache root for this project: ``$HW2_CACHE`` or ``~/.cache/hw2``."""
+    return Path(os.environ.get("HW2_CACHE") or Path.home() / ".cache" / "hw2")
+
+
+def _time_conv(bf16: bool, backward: bool) -> float:
+    conv = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.SiLU(), nn.Conv2d(64, 64, 3, padding=1))
+    conv = conv.to(memory_format=torch.channels_last)
+    x = torch.randn(64, 64, 14, 14).contiguous(memory_format=torch.channels_last).requires_grad_(backward)
+    t = time.perf_counter()
+    for _ in range(3):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), torch.set_grad_enabled(backward):
+            y = conv(x).float().sum()
+        if backward:
+            y.backward()
+    return time.perf_counter() - t
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_is_faster(threads: int | None = None) -> bool:
+    """Whether bf16 autocast beats fp32 on this CPU for conv nets: it needs native bf16
+    (``cpu_has_bf16``) and, measured once (~1 s, interleaved repeats of a conv block forward and
+    backward) and cached in ``cache_dir()/cpu_bf16.json`` per CPU model, torch version and thread
+    count, to be at least 10 % faster. (Some CPUs with AVX512-BF16 run these kernels slower in bf16.)"""
+    if not cpu_has_bf16():
+        return False
+    import platform
+    threads = threads or torch.get_num_threads()
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
+    except OSError:
+        pass
+    key = f"{model} | torch {torch.__version__} | {threads} threads"
+    path = cache_dir() / "cpu_bf16.json"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        _time_conv(False, True), _time_conv(True, True)  # warm-up: kernels chosen, memory allocated
+        fp32, bf16 = [], []
+        for _ in range(3):
+            fp32.append(_time_conv(False, True))
+            bf16.append(_time_conv(True, True))
+        known[key] = {"fp32_s": round(sorted(fp32)[1], 4), "bf16_s": round(sorted(bf16)[1], 4)}
+        try:
+            atomic_write_json(path, known)
+        except OSError:
+            pass  # a read-only home: measured again next time
+    return known[key]["bf16_s"] < 0.9 * known[key]["fp32_s"]
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """The inference precision ``precision`` means on ``device``: ``auto`` -> fp16 on CUDA, bf16 on a
-    CPU with native bf16 (``cpu_has_bf16``), else fp32; anything else as given (checked)."""
+    CPU where bf16 is native and measured faster (``cpu_bf16_is_faster``), else fp32; anything else as
+    given (checked)."""
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision
     if device.type == "cuda":
         return "fp16"
-    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_bf16_is_faster() else "fp32"
 
 
 def inference_autocast(precision: str, device: torch.device):
@@ -82,8 +138,9 @@ def inference_autocast(precision: str, device: torch.device):
 
 class TrainPrecision:
     """Mixed precision of a training step: ``autocast()`` around forward + loss, ``scaler`` (a CUDA
-    GradScaler for fp16, else None). ``auto`` is bf16 on a CPU with native bf16 and on CUDA where
-    supported, fp16 with a GradScaler on other CUDA GPUs, fp32 elsewhere (emulated bf16 is slower).
+    GradScaler for fp16, else None). ``auto`` is bf16 on a CPU where it is native and measured faster
+    (``cpu_bf16_is_faster``) and on CUDA where supported, fp16 with a GradScaler on other CUDA GPUs,
+    fp32 elsewhere.
     The weights, optimiser states and the optimiser step stay fp32."""
 
     def __init__(self, precision: str, device: torch.device):
@@ -93,7 +150,7 @@ class TrainPrecision:
             if device.type == "cuda":
                 precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
             else:
-                precision = "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+                precision = "bf16" if device.type == "cpu" and cpu_bf16_is_faster() else "fp32"
         if precision == "fp16" and device.type != "cuda":
             raise UserError("fp16 training needs a CUDA GPU (on a CPU use bf16 or fp32)")
         self.name, self.device = precision, device

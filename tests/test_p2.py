@@ -356,10 +356,10 @@ def test_guidance_interval():
 def test_sampling_precision(monkeypatch):
     from common import training
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(training, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(training, "cpu_bf16_is_faster", lambda: True)
     assert [training.resolve_precision(p, cpu) for p in ("auto", "fp32", "bf16")] == ["bf16", "fp32", "bf16"]
     assert training.resolve_precision("auto", cuda) == "fp16"
-    monkeypatch.setattr(training, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(training, "cpu_bf16_is_faster", lambda: False)
     assert training.resolve_precision("auto", cpu) == "fp32"  # no native bf16: emulated bf16 would be slower
     with pytest.raises(UserError, match="'fp8'"):
         training.resolve_precision("fp8", cpu)

@@ -89,9 +89,9 @@ def test_train_precision_resolves_per_device_and_trains_in_bf16(monkeypatch):
     from common import training
     from common.training import TrainPrecision
     cpu = torch.device("cpu")
-    monkeypatch.setattr(training, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(training, "cpu_bf16_is_faster", lambda: True)
     assert TrainPrecision("auto", cpu).name == "bf16"
-    monkeypatch.setattr(training, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(training, "cpu_bf16_is_faster", lambda: False)
     assert TrainPrecision("auto", cpu).name == "fp32" and TrainPrecision("auto", cpu).scaler is None
     with pytest.raises(UserError, match="fp16 training needs a CUDA GPU"):
         TrainPrecision("fp16", cpu)
@@ -157,3 +157,22 @@ def test_metrics_log_on_resume_drops_the_rows_a_killed_run_wrote_after_its_save(
     log = MetricsLog(path, resume_from=2)  # the last save was at step 2
     log.write(kind="train", step=3)
     assert [r["step"] for r in read_jsonl(path)] == [1, 2, 3]
+
+
+def test_cpu_bf16_is_used_only_where_measured_faster(tmp_path, monkeypatch):
+    from common import training
+    monkeypatch.setenv("HW2_CACHE", str(tmp_path))
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: True)
+    for fp32_s, bf16_s, faster in ((1.0, 0.6, True), (1.0, 1.4, False)):
+        (tmp_path / "cpu_bf16.json").unlink(missing_ok=True)
+        training.cpu_bf16_is_faster.cache_clear()
+        monkeypatch.setattr(training, "_time_conv", lambda bf16, backward, a=fp32_s, b=bf16_s: b if bf16 else a)
+        assert training.cpu_bf16_is_faster() is faster
+        assert training.resolve_precision("auto", torch.device("cpu")) == ("bf16" if faster else "fp32")
+        training.cpu_bf16_is_faster.cache_clear()
+        monkeypatch.setattr(training, "_time_conv", lambda *a: pytest.fail("measured again instead of the cache"))
+        assert training.cpu_bf16_is_faster() is faster  # from cpu_bf16.json
+    training.cpu_bf16_is_faster.cache_clear()
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: False)
+    assert training.cpu_bf16_is_faster() is False  # emulated bf16 is never measured
+    training.cpu_bf16_is_faster.cache_clear()
