@@ -197,6 +197,19 @@ def dry_run_dir(run_dir: str | None, name: str) -> Path:
     return p
 
 
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    """--device and --threads, as every entry point spells them."""
+    parser.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda | cuda:N (default: auto)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: 0 = torch's default)")
+
+
+def apply_threads(threads: int) -> None:
+    """``torch.set_num_threads`` when ``threads`` > 0 (0 keeps torch's default)."""
+    if threads > 0:
+        import torch
+        torch.set_num_threads(threads)
+
+
 def command_parser(prog: str, doc: str, *example_lines: str) -> argparse.ArgumentParser:
     """An ArgumentParser whose description is the first paragraph of ``doc`` and whose epilog lists
     the example commands."""

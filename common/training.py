@@ -215,15 +215,17 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write via a temp file in the same folder, fsync, ``os.replace``: never a half-written file,
-    not even after a power loss; the file gets the usual umask mode."""
+def _atomic_write(path: str | os.PathLike, write: Any) -> None:
+    """``write(file)`` into a temp file in the same folder, fsync, ``os.replace``: never a half-written
+    file, not even after a power loss; the file gets the usual umask mode, and temp files that
+    killed earlier writes of the same path left behind are removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         _umask_mode(tmp)
@@ -248,24 +250,14 @@ def remove_stale_temps(path: str | os.PathLike, older_than_s: float = 60.0) -> i
     return n
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (``_atomic_write``)."""
+    _atomic_write(path, lambda f: f.write(data))
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` atomically (temp file, fsync, rename); leftovers of killed saves are removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        _umask_mode(tmp)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` atomically (``_atomic_write``)."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 
 from common.checkpoint import generator_state_dict, shipped_path
-from common.cli import command_parser
+from common.cli import add_device_args, apply_threads, command_parser
 from common.data import check_output_dir, save_pngs, staged_output_dir
 from common.errors import UserError, cli_main
 from common.gan import generate
@@ -110,11 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="images per generator call; changes speed and memory, not the images (default: 250)")
     p.add_argument("--candidates", type=int, default=None, metavar="K",
                    help="keep the best of K noises per image by the checkpoint's D (default: its config's, else 1)")
-    p.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda | cuda:N (default: auto)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: 0 = torch's default)")
+    add_device_args(p)
     args = p.parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     check_output_dir(args.out)  # before any work
     if args.n < 1 or args.batch_size < 1:
         raise UserError("--n and --batch-size must be >= 1")

@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 
 from common.checkpoint import CHECKPOINT_DIR
-from common.cli import command_parser
+from common.cli import add_device_args, apply_threads, command_parser
 from common.data import NUM_CLASSES, check_output_dir, save_pngs, staged_output_dir
 from common.errors import UserError, cli_main
 from common.training import PRECISIONS, float_state_dict, load_checkpoint, pick_device, resolve_precision
@@ -263,8 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the noise; the same seed gives the same bytes (default: 0)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per batch (default 1000 on a GPU, 250 on a CPU: fewer page faults; same images)")
-    p.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda | cuda:N (default: auto)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: 0 = torch's default)")
+    add_device_args(p)
     args = p.parse_args(argv)
     check_output_dir(args.out)  # before any work
     if args.steps is not None and args.steps < 1:
@@ -277,8 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     check_gan_options(1.0 if args.truncation is None else args.truncation, 1 if args.candidates is None else args.candidates,
                       1.0 if args.accept_prob is None else args.accept_prob)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     if args.checkpoint:
         path, hint = Path(args.checkpoint), ""
     else:

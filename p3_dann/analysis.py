@@ -15,6 +15,17 @@ from p3_dann.evaluate import accuracy, load_model, predict
 SCENARIOS = (("mnistm", "svhn"), ("mnistm", "usps"), ("svhn", "mnistm"), ("usps", "svhn"))
 
 
+def add_report_args(ap, out_default: str) -> None:
+    """The options scripts/p3_table.py and p3_tsne.py share: data, checkpoints, output, cache, device."""
+    from common.cli import add_deprecated
+    ap.add_argument("--data", dest="data_root", default="hw2_data", help="data folder holding digits/<domain>/ (default: hw2_data)")
+    add_deprecated(ap, "--data-root", "--data", "data_root")
+    ap.add_argument("--checkpoints", default="checkpoints", help="folder with p3_<source>_<target>_<mode>.pt (default: checkpoints)")
+    ap.add_argument("--out", default=out_default, help=f"where to write (default: {out_default})")
+    ap.add_argument("--cache-dir", default="runs/p3_cache", help="decoded data cache (default: runs/p3_cache)")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+
+
 def checkpoint_path(source: str, target: str, mode: str, folder: str | Path = CHECKPOINT_DIR) -> Path:
     return Path(folder) / f"p3_{source}_{target}_{mode}.pt"
 

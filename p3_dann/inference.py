@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from common.checkpoint import CHECKPOINT_DIR, shipped_path
-from common.cli import command_parser
+from common.cli import add_device_args, apply_threads, command_parser
 from common.data import IMAGE_EXTENSIONS, is_image_file, load_image, to_float
 from common.errors import DataError, UserError, cli_main
 from common.training import atomic_write_bytes, pick_device
@@ -119,11 +119,9 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", default=None,
                         help="model to use (default: checkpoints/p3_<source>_<target>_improved.pt)")
     parser.add_argument("--batch-size", type=int, default=512, help="images per forward pass (default: 512)")
-    parser.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda | cuda:N (default: auto)")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: 0 = torch's default)")
+    add_device_args(parser)
     args = parser.parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     check_output_csv(args.out_csv)  # before any work
     target = infer_target(args.test_dir, args.target)
     if args.checkpoint is None:

@@ -12,10 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
-from common.cli import add_deprecated
 from common.errors import cli_main
 from common.training import pick_device
-from p3_dann.analysis import SCENARIOS, checkpoint_path, evaluate_checkpoint
+from p3_dann.analysis import SCENARIOS, add_report_args, checkpoint_path, evaluate_checkpoint
 
 ORDER = ("source", "dann", "improved", "target")
 
@@ -60,12 +59,7 @@ def build_table(data_root: str, ck_dir: str, device, cache_dir: str) -> tuple[st
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", dest="data_root", default="hw2_data", help="data folder holding digits/<domain>/ (default: hw2_data)")
-    add_deprecated(ap, "--data-root", "--data", "data_root")
-    ap.add_argument("--checkpoints", default="checkpoints")
-    ap.add_argument("--out", default="report/p3/accuracy.md")
-    ap.add_argument("--cache-dir", default="runs/p3_cache")
-    ap.add_argument("--device", default="auto")
+    add_report_args(ap, "report/p3/accuracy.md")
     args = ap.parse_args(argv)
     md, results = build_table(args.data_root, args.checkpoints, pick_device(args.device), args.cache_dir)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -17,10 +17,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from sklearn.manifold import TSNE
 
-from common.cli import add_deprecated
 from common.errors import UserError, cli_main
 from common.training import pick_device
-from p3_dann.analysis import SCENARIOS, checkpoint_path, domain_features
+from p3_dann.analysis import SCENARIOS, add_report_args, checkpoint_path, domain_features
 from p3_dann.config import MODES
 
 
@@ -49,14 +48,9 @@ def plot_tsne(ck: Path, data_root: str, out: Path, n: int, device, cache_dir: st
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", dest="data_root", default="hw2_data", help="data folder holding digits/<domain>/ (default: hw2_data)")
-    add_deprecated(ap, "--data-root", "--data", "data_root")
-    ap.add_argument("--checkpoints", default="checkpoints")
-    ap.add_argument("--out", default="report/p3")
+    add_report_args(ap, "report/p3")
     ap.add_argument("--n", type=int, default=1000, help="images per domain")
     ap.add_argument("--modes", nargs="+", default=list(MODES))
-    ap.add_argument("--cache-dir", default="runs/p3_cache")
-    ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
