@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -25,49 +23,13 @@ import torch
 
 from common.cli import (add_config_args, add_deprecated, add_run_args, command_parser, config_from_args,
                          config_from_dict, dry_run_dir)
-from common.data import ImageFolder, TensorBatches, list_images
+from common.data import TensorBatches
 from common.errors import DataError, UserError, cli_main
-from common.gan import generate, train_gan
-from common.training import atomic_torch_save, count_params, pick_device, seed_everything
+from common.gan import train_gan
+from common.training import count_params, pick_device, seed_everything
 from p1_gan.config import METHODS, P1Config, build_models, check_config, method_defaults
-
-
-def load_faces(train_dir: Path, limit: int | None = None, cache_dir: Path | None = None) -> torch.Tensor:
-    """All training faces as uint8 (N, 3, 64, 64); the full set is cached once in ``cache_dir``."""
-    names = list_images(train_dir)
-    if not names:
-        raise DataError(f"no images in {train_dir}")
-    if limit is not None:
-        ds = ImageFolder(train_dir, size=64)
-        ds.names, ds.labels = ds.names[:limit], ds.labels[:limit]
-        return ds.load_all(progress=False)[0]
-    key = hashlib.sha1("".join(f"{n}:{os.path.getsize(train_dir / n)}\n" for n in names).encode()).hexdigest()[:16]
-    cache = cache_dir / f"faces_{len(names)}_{key}.pt" if cache_dir is not None else None
-    if cache is not None and cache.is_file():
-        try:
-            return torch.load(cache, weights_only=True)
-        except Exception:
-            pass  # broken cache: rebuild
-    x = ImageFolder(train_dir, size=64).load_all()[0]
-    if cache is not None:
-        atomic_torch_save(x, cache)
-    return x
-
-
-def make_fid_eval(val_dir: Path, n: int, z_dim: int, device: torch.device):
-    """eval_fn(G_eval, step) -> {"fid"}: FID of n images (fixed seed) vs val_dir (cached statistics)."""
-    from common.fid import fid_of_images
-
-    def eval_fn(G_eval, step):
-        x = generate(G_eval, n, z_dim, seed=1, device=device)
-        return {"fid": fid_of_images(x, val_dir, device=device, fast=True)}  # eigh trace: seconds, ~1e-5 rel.
-    return eval_fn
-
-
-def face_folder(data: str | Path) -> Path:
-    """The face folder (holding train/ and val/): ``data/face`` of a hw2_data folder, or ``data`` itself."""
-    data = Path(data)
-    return data / "face" if (data / "face" / "train").is_dir() or not (data / "train").is_dir() else data
+from p1_gan.data import face_folder, load_faces
+from p1_gan.evaluate import make_fid_eval
 
 
 def build_parser() -> argparse.ArgumentParser:
