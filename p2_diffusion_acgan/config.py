@@ -58,7 +58,8 @@ class DiffusionConfig:
     sample_steps: int = 20  # sampler steps
     guidance: float = 2.0  # classifier-free guidance weight w (0: conditional only)
     guidance_interval: tuple = (0, 999)  # apply guidance only at timesteps lo..hi (0-based)
-    guide: str = ""  # autoguidance: a smaller, shorter-trained diffusion checkpoint (path, or a name in checkpoints/) in place of the unconditional model ('': classifier-free guidance)
+    guide: str = ""  # autoguidance: a smaller, shorter-trained diffusion checkpoint (path, or a name in checkpoints/) ('': none)
+    guide_weight: float = 0.0  # weight w_g of the autoguidance term w_g (eps_c - eps_guide) (0: off)
     spacing: str = "logsnr"  # timesteps the sampler visits: logsnr (uniform in log SNR) | trailing (uniform in t)
     sample_precision: str = "auto"  # U-Net forward passes when sampling: auto (CUDA fp16, CPU bf16 where native, else fp32) | fp32 | bf16 | fp16
 

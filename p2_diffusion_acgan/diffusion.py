@@ -6,11 +6,11 @@ the plain conditional model:
 
     eps_hat = (1 + w) eps(x_t, t, y) - w eps(x_t, t, null)
 
-With a ``guide`` network (autoguidance, Karras et al. 2024) the unconditional term is replaced by
-the conditional prediction of a smaller, shorter-trained model of the same task, which steers
-towards what the main model knows better without narrowing the classes as CFG does:
+A ``guide`` network (autoguidance, Karras et al. 2024: a smaller, shorter-trained model of the same
+task) adds a second term that steers towards what the main model knows better than the guide,
+without narrowing the classes as CFG does; ``w = 0`` with a guide is pure autoguidance:
 
-    eps_hat = (1 + w) eps(x_t, t, y) - w eps_guide(x_t, t, y)
+    eps_hat = eps(x_t, t, y) + w (eps(x_t, t, y) - eps(x_t, t, null)) + w_g (eps(x_t, t, y) - eps_guide(x_t, t, y))
 """
 from __future__ import annotations
 
@@ -40,22 +40,24 @@ def diffusion_loss(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, 
 
 
 def guided_eps(model: nn.Module, x: torch.Tensor, t: torch.Tensor | int, y: torch.Tensor, w: float,
-               batched: bool | None = None, guide: nn.Module | None = None) -> torch.Tensor:
+               batched: bool | None = None, guide: nn.Module | None = None, guide_weight: float = 0.0) -> torch.Tensor:
     """eps_hat = (1 + w) eps_c - w eps_u, with eps_c and eps_u from ONE forward pass on the batch
     [x; x] with labels [y; null]. At w = 0 only the conditional half is evaluated (same result,
-    half the cost) unless ``batched=True``. With ``guide``, eps_u is the guide's conditional
-    prediction instead (autoguidance). x (B, C, H, W), t int or (B,), y (B,) -> (B, C, H, W)."""
+    half the cost) unless ``batched=True``. With ``guide`` and ``guide_weight`` w_g, the autoguidance
+    term w_g (eps_c - eps_guide) is added. x (B, C, H, W), t int or (B,), y (B,) -> (B, C, H, W)."""
     b = x.shape[0]
     t = torch.as_tensor(t, device=x.device).expand(b) if not torch.is_tensor(t) or t.dim() == 0 else t
     if batched is None:
         batched = w != 0
     if not batched:
-        return model(x, t, y)
-    if guide is not None:
-        return (1 + w) * model(x, t, y) - w * guide(x, t, y)
-    null = torch.full_like(y, model.num_classes)
-    eps_c, eps_u = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null])).chunk(2)
-    return (1 + w) * eps_c - w * eps_u
+        eps_c = eps = model(x, t, y)
+    else:
+        null = torch.full_like(y, model.num_classes)
+        eps_c, eps_u = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null])).chunk(2)
+        eps = (1 + w) * eps_c - w * eps_u
+    if guide is not None and guide_weight != 0:
+        eps = eps + guide_weight * (eps_c - guide(x, t, y))
+    return eps
 
 
 @torch.no_grad()
@@ -63,7 +65,7 @@ def sample(model: nn.Module, sampler: Sampler, y: torch.Tensor, guidance: float,
            generator: Generators = None, shape: tuple = (3, 28, 28),
            callback: Callable[[int, int, torch.Tensor], None] | None = None,
            guidance_interval: tuple[int, int] | None = None, precision: str = "auto",
-           guide: nn.Module | None = None) -> torch.Tensor:
+           guide: nn.Module | None = None, guide_weight: float = 0.0) -> torch.Tensor:
     """Draw images for labels y (B,) with ``steps`` sampler steps and guidance weight w.
 
     ``generator``: one generator or B per-image generators (then the result does not depend on the
@@ -72,8 +74,8 @@ def sample(model: nn.Module, sampler: Sampler, y: torch.Tensor, guidance: float,
     cost; guidance in a limited interval, Kynkaanniemi et al. 2024). ``precision`` of the network's
     forward passes (``common.training.PRECISIONS``; the sampler's arithmetic stays fp32): ``auto`` is
     fp16 on CUDA, bf16 on a CPU with native bf16 (1.66x faster than fp32 on a 2-core AMD EPYC with AVX512-BF16),
-    else fp32. ``guide``: autoguidance by this network instead of the unconditional model (see the
-    module docstring). Returns (B, *shape) in [-1, 1].
+    else fp32. ``guide`` / ``guide_weight``: the autoguidance term (see the module docstring), applied
+    in the same interval. Returns (B, *shape) in [-1, 1].
     """
     lo, hi = guidance_interval if guidance_interval is not None else (0, sampler.schedule.num_timesteps - 1)
     dev = next(model.parameters()).device
@@ -83,7 +85,9 @@ def sample(model: nn.Module, sampler: Sampler, y: torch.Tensor, guidance: float,
     sampler.set_timesteps(steps)
     for i, t in enumerate(sampler.timesteps):
         with inference_autocast(precision, dev):
-            eps = guided_eps(model, x, t, y, guidance if lo <= t <= hi else 0.0, guide=guide)
+            inside = lo <= t <= hi
+            eps = guided_eps(model, x, t, y, guidance if inside else 0.0, guide=guide,
+                             guide_weight=guide_weight if inside else 0.0)
         x = sampler.step(eps.float(), t, x, generator=generator)
         if callback is not None:
             callback(i, t, x)

@@ -125,7 +125,8 @@ class Generator:
                  steps: int | None = None, guidance: float | None = None, callback=None,
                  guidance_interval: tuple[int, int] | None = None, spacing: str | None = None, truncation: float | None = None,
                  candidates: int | None = None, accept_prob: float | None = None,
-                 precision: str | None = None, guide: str | None = None) -> torch.Tensor:
+                 precision: str | None = None, guide: str | None = None,
+                 guide_weight: float | None = None) -> torch.Tensor:
         """Images for labels y (B,), image i drawn from ``generators[i]`` (batch-independent).
 
         GANs: ``truncation`` psi scales the noise z (psi < 1 trades variety for fidelity).
@@ -134,7 +135,7 @@ class Generator:
         probable one (``accept_prob`` 1: always the most probable). Rejection sampling with the model's
         own discriminator; needs a checkpoint that keeps D. Defaults: the checkpoint config's values,
         else psi 1, K 1, accept_prob 1. Diffusion: ``guide`` names an autoguidance checkpoint ('none'
-        or '': classifier-free guidance; default: the config's)."""
+        or '': none) and ``guide_weight`` its weight (defaults: the config's)."""
         if self.kind == "p2_diffusion":
             c = self.diff_cfg
             smp = make_sampler(sampler or c.sampler, NoiseSchedule(c.timesteps, c.schedule), spacing or c.spacing)
@@ -142,7 +143,8 @@ class Generator:
                           steps or c.sample_steps, generators, callback=callback,
                           guidance_interval=tuple(guidance_interval or c.guidance_interval),
                           precision=precision or c.sample_precision,
-                          guide=self.guide_net(c.guide if guide is None else guide)).cpu()
+                          guide=self.guide_net(c.guide if guide is None else guide),
+                          guide_weight=c.guide_weight if guide_weight is None else guide_weight).cpu()
         psi, k, accept = self.gan_options(truncation, candidates, accept_prob)
         xs, scores = self.draw_candidates(y, generators, k, psi)
         if k == 1:
@@ -181,7 +183,8 @@ def describe(gen: Generator, opts: dict) -> str:
     lo, hi = pick("guidance_interval", tuple(c.guidance_interval))
     return (f"diffusion, {pick('sampler', c.sampler)} {pick('steps', c.sample_steps)} steps ({pick('spacing', c.spacing)}), "
             f"w {pick('guidance', c.guidance):g}" + (f" at t {lo}-{hi}" if (lo, hi) != (0, c.timesteps - 1) else "")
-            + (f", autoguidance by {guide}" if guide not in ("", "none") else ", classifier-free guidance")
+            + (f", autoguidance {pick('guide_weight', c.guide_weight):g} by {guide}" if guide not in ("", "none")
+               and pick("guide_weight", c.guide_weight) else "")
             + f", {resolve_precision(pick('precision', c.sample_precision), gen.device)} U-Net passes")
 
 
@@ -251,8 +254,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="diffusion U-Net forward passes: auto = fp16 on CUDA, bf16 on a CPU that has it natively "
                         "(~1.7x faster than fp32 there), else fp32 (default: checkpoint's, else auto)")
     p.add_argument("--guide", default=None, metavar="PATH",
-                   help="diffusion: autoguidance by this smaller diffusion checkpoint instead of the unconditional "
-                        "model; 'none' for classifier-free guidance (default: the checkpoint's)")
+                   help="diffusion: autoguidance by this smaller diffusion checkpoint (path or a name in checkpoints/; "
+                        "'none': off) (default: the checkpoint's)")
+    p.add_argument("--guide-weight", type=float, default=None, metavar="WG",
+                   help="diffusion: weight of the autoguidance term WG (eps_c - eps_guide); with --guidance 0 it is "
+                        "pure autoguidance (default: the checkpoint's)")
     p.add_argument("--truncation", type=float, default=None,
                    help="GANs: scale the noise by psi in (0, 1] (default: the checkpoint's, else 1)")
     p.add_argument("--candidates", type=int, default=None, metavar="K",
@@ -268,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_output_dir(args.out)  # before any work
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be at least 1, got {args.steps}")
-    for flag in ("guidance", "truncation", "accept_prob"):
+    for flag in ("guidance", "guide_weight", "truncation", "accept_prob"):
         v = getattr(args, flag)
         if v is not None and not math.isfinite(v):
             raise UserError(f"--{flag.replace('_', '-')} must be a finite number, got {v}")
@@ -285,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.model is not None and gen.model_name != args.model:
         raise UserError(f"{path} holds a {gen.model_name} model, not {args.model}")
     gan_only = [f for f in ("truncation", "candidates", "accept_prob") if getattr(args, f) is not None]
-    diffusion_only = [f for f in ("sampler", "steps", "guidance", "spacing", "guidance_interval", "precision", "guide")
+    diffusion_only = [f for f in ("sampler", "steps", "guidance", "spacing", "guidance_interval", "precision", "guide",
+                                  "guide_weight")
                       if getattr(args, f) is not None]
     wrong = gan_only if gen.kind == "p2_diffusion" else diffusion_only
     if wrong:
@@ -296,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--steps {args.steps} is more than the model's {gen.diff_cfg.timesteps} timesteps")
     t0 = time.time()
     opts = dict(sampler=args.sampler, steps=args.steps, guidance=args.guidance, spacing=args.spacing,
-                precision=args.precision, guide=args.guide)
+                precision=args.precision, guide=args.guide, guide_weight=args.guide_weight)
     if gen.kind != "p2_diffusion":
         opts = {"truncation": args.truncation, "candidates": args.candidates, "accept_prob": args.accept_prob}
     if args.guidance_interval is not None:

@@ -87,7 +87,8 @@ def sampling_options(a: argparse.Namespace) -> list[str]:
     """hw2_2 (inference) flags for the sampling options given (GANs read the first two only)."""
     options = ["--candidates", str(a.candidates), "--accept-prob", str(a.accept_prob)]
     for flag, v in (("--sampler", a.sampler), ("--steps", a.steps), ("--guidance", a.guidance), ("--spacing", a.spacing),
-                    ("--precision", a.precision), ("--seed", a.seed), ("--guide", a.guide)):
+                    ("--precision", a.precision), ("--seed", a.seed), ("--guide", a.guide),
+                    ("--guide-weight", a.guide_weight)):
         if v is not None:
             options += [flag, str(v)]
     if a.guidance_interval is not None:
@@ -117,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=None, help="another draw than hw2_2.sh's seed 0 (robustness checks)")
     p.add_argument("--guide", default=None, metavar="PATH",
                    help="diffusion: autoguidance checkpoint, or none (default: the checkpoint's)")
+    p.add_argument("--guide-weight", type=float, default=None, help="diffusion: autoguidance weight (default: the checkpoint's)")
     p.add_argument("--fid-ref", nargs="+", choices=("val", "train"), default=["val"],
                    help=f"FID references: mnistm val (reported as fid) and/or the first {TUNING_SLICE} mnistm train "
                         "digits (fid_train_slice: to tune sampling settings without looking at val) (default: val)")

@@ -327,19 +327,25 @@ def test_guidance_w0_is_the_conditional_prediction():
         assert (eps_c - eps_u).abs().max() > 1e-3  # the class embedding changes the prediction
 
 
-def test_autoguidance_replaces_the_unconditional_term_by_the_guide():
+def test_autoguidance_term_next_to_classifier_free_guidance():
     m, guide = tiny_unet(), tiny_unet(seed=1)
     x, t, y = torch.randn(2, 3, 28, 28), torch.tensor([100, 700]), torch.tensor([3, 8])
     with torch.no_grad():
-        eps_c, eps_g = m(x, t, y), guide(x, t, y)
-        torch.testing.assert_close(guided_eps(m, x, t, y, 1.5, guide=guide), 2.5 * eps_c - 1.5 * eps_g,
-                                   atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(guided_eps(m, x, t, y, 1.5, guide=m), eps_c, atol=1e-5, rtol=1e-5)  # self-guided: no push
+        eps_c, eps_g, eps_u = m(x, t, y), guide(x, t, y), m(x, t, torch.full_like(y, 10))
+        torch.testing.assert_close(guided_eps(m, x, t, y, 0.0, guide=guide, guide_weight=1.5),
+                                   2.5 * eps_c - 1.5 * eps_g, atol=1e-5, rtol=1e-5)  # pure autoguidance
+        torch.testing.assert_close(guided_eps(m, x, t, y, 2.0, guide=guide, guide_weight=0.5),
+                                   3.5 * eps_c - 2.0 * eps_u - 0.5 * eps_g, atol=1e-5, rtol=1e-5)  # both terms
+        torch.testing.assert_close(guided_eps(m, x, t, y, 1.5, guide=m, guide_weight=1.0),
+                                   guided_eps(m, x, t, y, 1.5), atol=1e-5, rtol=1e-5)  # self-guided: no push
+        torch.testing.assert_close(guided_eps(m, x, t, y, 1.5, guide=guide), guided_eps(m, x, t, y, 1.5),
+                                   atol=0, rtol=0)  # weight 0: the guide is not even run
         assert (eps_c - eps_g).abs().max() > 1e-3
     sch, gens = NoiseSchedule(1000), lambda: per_image_generators(0, 2)
-    run = lambda w=2.0, **kw: sample(m, DDIMSampler(sch), y, w, 4, gens(), precision="fp32", **kw)  # noqa: E731
-    assert (run(guide=guide) - run()).abs().max() > 1e-3  # autoguidance is not CFG
-    torch.testing.assert_close(run(guide=m), run(0.0), atol=1e-4, rtol=0)
+    run = lambda w=0.0, **kw: sample(m, DDIMSampler(sch), y, w, 4, gens(), precision="fp32", **kw)  # noqa: E731
+    assert (run(guide=guide, guide_weight=2.0) - run()).abs().max() > 1e-3
+    assert (run(2.0, guide=guide, guide_weight=1.0) - run(2.0)).abs().max() > 1e-3
+    torch.testing.assert_close(run(guide=m, guide_weight=2.0), run(), atol=1e-4, rtol=0)
 
 
 def test_guidance_interval():
@@ -772,7 +778,8 @@ def test_generator_loads_an_autoguidance_checkpoint(tmp_path):
 
     from common.checkpoint import shipped_form
     from p2_diffusion_acgan.config import DiffusionConfig
-    cfg = DiffusionConfig(base_channels=8, channel_mults=(1, 1, 1), dropout=0.0, sample_steps=2, guidance=1.0)
+    cfg = DiffusionConfig(base_channels=8, channel_mults=(1, 1, 1), dropout=0.0, sample_steps=2, guidance=1.0,
+                          guide_weight=1.0)
     for name, seed in (("main.pt", 0), ("guide.pt", 1)):
         torch.save(shipped_form(dataclasses.asdict(cfg), tiny_unet(seed).state_dict(), 1, kind="p2_diffusion"),
                    tmp_path / name)
