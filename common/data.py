@@ -199,7 +199,9 @@ class TensorBatches:
     """Endless shuffled batches from in-memory tensors: yields tuples of slices.
 
     Every epoch is a fresh permutation from ``generator`` (so runs are reproducible);
-    ``drop_last`` keeps batch shapes constant.
+    ``drop_last`` keeps batch shapes constant. ``state_dict()`` / ``load_state_dict()`` keep the place
+    in the current epoch, so that a resumed run sees the batches an uninterrupted one would (when the
+    generator serves these batches alone).
     """
 
     def __init__(self, *tensors: torch.Tensor, batch_size: int, generator: torch.Generator | None = None,
@@ -212,19 +214,36 @@ class TensorBatches:
         self.tensors, self.batch_size, self.drop_last = tensors, batch_size, drop_last
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
         self.epoch = 0
+        self._epoch_start, self._pos, self._resume = None, 0, None
 
     def __len__(self) -> int:
         """Batches per epoch."""
         n = len(self.tensors[0])
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    def state_dict(self) -> dict:
+        """Where the iteration stands: the generator state the current epoch's permutation was drawn
+        from, and how many of its batches were handed out."""
+        start = self._epoch_start if self._epoch_start is not None else self.generator.get_state()
+        return {"epoch_start": start, "pos": self._pos, "epoch": self.epoch}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self._resume, self.epoch = (sd["epoch_start"], int(sd["pos"])), int(sd["epoch"])
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         while True:
+            start = 0
+            if self._resume is not None:  # the permutation of the saved epoch, then its next batch
+                state, start = self._resume
+                self.generator.set_state(state)
+                self._resume = None
+            self._epoch_start = self.generator.get_state()
             perm = torch.randperm(len(self.tensors[0]), generator=self.generator)
-            for i in range(len(self)):
+            for i in range(start, len(self)):
+                self._pos = i + 1
                 idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
                 yield tuple(t[idx] for t in self.tensors)
-            self.epoch += 1
+            self.epoch, self._pos = self.epoch + 1, 0
 
 
 def save_png(x: torch.Tensor, path: str | os.PathLike) -> None:

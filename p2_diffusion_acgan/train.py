@@ -79,7 +79,10 @@ def train_diffusion(cfg: DiffusionConfig, run_dir: str | Path,
             raise UserError(f"{last} is not a diffusion training state (kind {st.get('kind')!r}); use another --run")
         load_states(last, st, [(model, "model"), (ema, "ema"), (opt, "opt")], "use another --run")
         prec.load_state_dict(st.get("scaler"))
-        batches.generator.set_state(st["batch_rng"])
+        if "batches" in st:  # the place in the current epoch: the batches an uninterrupted run would see
+            batches.load_state_dict(st["batches"])
+        else:  # saved by an earlier release: a new permutation from the saved generator state
+            batches.generator.set_state(st["batch_rng"])
         try:
             noise_gen.set_state(st["noise_rng"])
         except (RuntimeError, TypeError):  # saved on another device type: the noise stream restarts
@@ -103,7 +106,7 @@ def train_diffusion(cfg: DiffusionConfig, run_dir: str | Path,
     def save() -> None:
         atomic_torch_save({"version": CHECKPOINT_VERSION, "kind": "p2_diffusion_train", "config": dataclasses.asdict(cfg),
                            "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                           "scaler": prec.state_dict(), "step": step, "batch_rng": batches.generator.get_state(),
+                           "scaler": prec.state_dict(), "step": step, "batches": batches.state_dict(),
                            "noise_rng": noise_gen.get_state(), "rng": rng_state()}, last)
         atomic_torch_save(shipped_form(dataclasses.asdict(cfg), ema.module.state_dict(), step, kind="p2_diffusion"), run / "model.pt")
         atomic_write_json(run / "model.json", {"kind": "p2_diffusion", "step": step, "weights": "EMA, fp16",
