@@ -143,10 +143,11 @@ def test_p2_eval_snapshots_passes_sampling_options_to_hw2_2(tmp_path):
 
     from p2_diffusion_acgan.inference import main as hw2_2_main
     a = argparse.Namespace(candidates=1, accept_prob=1.0, sampler="ddim", steps=12, guidance=2.0, spacing="logsnr",
-                           guidance_interval=[80, 600], precision="bf16", seed=3, guide="g.pt")
+                           guidance_interval=[80, 600], precision="bf16", seed=3, guide="g.pt",
+                           guide_weight=0.5)
     opts = p2_eval_snapshots.sampling_options(a)
     assert opts == ["--candidates", "1", "--accept-prob", "1.0", "--sampler", "ddim", "--steps", "12",
                     "--guidance", "2.0", "--spacing", "logsnr", "--precision", "bf16", "--seed", "3",
-                    "--guide", "g.pt", "--guidance-interval", "80", "600"]
+                    "--guide", "g.pt", "--guide-weight", "0.5", "--guidance-interval", "80", "600"]
     with pytest.raises(UserError, match="nope.pt"):  # hw2_2 parses every one of them (and then needs a checkpoint)
         hw2_2_main([str(tmp_path / "out"), "--checkpoint", str(tmp_path / "nope.pt"), *opts])
