@@ -529,8 +529,8 @@ def train_gan(G: nn.Module, D: nn.Module, data: Iterable | Callable[[int], Itera
         return {"version": CHECKPOINT_VERSION, "config": dataclasses.asdict(cfg), "step": step,
                 "G": G.state_dict(), "D": D.state_dict(), "ema": ema.state_dict() if ema else None,
                 "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
-                "scaler": prec.state_dict(),
-                "rng": rng_state(), "best": best}
+                "scaler": prec.state_dict(), "rng": rng_state(), "best": best,
+                "data": source.state_dict() if hasattr(source, "state_dict") else None}
 
     def refresh_ema_bn() -> None:
         if cfg.ema_bn_stats and (fixed_cond is not None or not cfg.conditional):
@@ -565,7 +565,11 @@ def train_gan(G: nn.Module, D: nn.Module, data: Iterable | Callable[[int], Itera
                 atomic_torch_save(state(), best_path)
         return res
 
-    data_iter = iter(data(step) if callable(data) else data)
+    source = data(step) if callable(data) else data
+    saved_data = ck.get("data") if last_path.is_file() else None
+    if saved_data is not None and hasattr(source, "load_state_dict"):
+        source.load_state_dict(saved_data)  # its place in the epoch: the batches an uninterrupted run sees
+    data_iter = iter(source)
 
     def next_batch():
         try:
