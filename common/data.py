@@ -200,8 +200,8 @@ class TensorBatches:
 
     Every epoch is a fresh permutation from ``generator`` (so runs are reproducible);
     ``drop_last`` keeps batch shapes constant. ``state_dict()`` / ``load_state_dict()`` keep the place
-    in the current epoch, so that a resumed run sees the batches an uninterrupted one would (when the
-    generator serves these batches alone).
+    in the current epoch and the generator's state, so that a resumed run sees the batches (and
+    whatever else draws from the same generator) an uninterrupted one would.
     """
 
     def __init__(self, *tensors: torch.Tensor, batch_size: int, generator: torch.Generator | None = None,
@@ -224,21 +224,28 @@ class TensorBatches:
     def state_dict(self) -> dict:
         """Where the iteration stands: the generator state the current epoch's permutation was drawn
         from, and how many of its batches were handed out."""
-        start = self._epoch_start if self._epoch_start is not None else self.generator.get_state()
-        return {"epoch_start": start, "pos": self._pos, "epoch": self.epoch}
+        now = self.generator.get_state()
+        start = self._epoch_start if self._epoch_start is not None else now
+        return {"epoch_start": start, "pos": self._pos, "epoch": self.epoch, "generator": now}
 
     def load_state_dict(self, sd: dict) -> None:
-        self._resume, self.epoch = (sd["epoch_start"], int(sd["pos"])), int(sd["epoch"])
+        """Resume at the saved place; the generator gets its saved state back too, so another user of
+        the same generator (augmentations, a second TensorBatches) also goes on where it was."""
+        self.generator.set_state(sd["epoch_start"])  # the saved epoch's permutation, drawn again now
+        perm = torch.randperm(len(self.tensors[0]), generator=self.generator)
+        if sd.get("generator") is not None:
+            self.generator.set_state(sd["generator"])
+        self._resume, self.epoch = (perm, int(sd["pos"]), sd["epoch_start"]), int(sd["epoch"])
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         while True:
             start = 0
-            if self._resume is not None:  # the permutation of the saved epoch, then its next batch
-                state, start = self._resume
-                self.generator.set_state(state)
+            if self._resume is not None:  # the saved epoch's permutation, from its next batch on
+                perm, start, self._epoch_start = self._resume
                 self._resume = None
-            self._epoch_start = self.generator.get_state()
-            perm = torch.randperm(len(self.tensors[0]), generator=self.generator)
+            else:
+                self._epoch_start = self.generator.get_state()
+                perm = torch.randperm(len(self.tensors[0]), generator=self.generator)
             for i in range(start, len(self)):
                 self._pos = i + 1
                 idx = perm[i * self.batch_size:(i + 1) * self.batch_size]

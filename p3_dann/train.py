@@ -141,9 +141,9 @@ def train(cfg: Config, run_dir: Path, stop_after: int = 0, export: str = "", com
             raise UserError(f"--init-from {cfg.init_from}: its width/input_norm differ from this run's")
         model.load_state_dict(init_model.state_dict())
     ema = EMA(model, cfg.ema_decay, warmup=not cfg.init_from) if cfg.mode == "improved" else None
-    step, elapsed = 0, 0.0
+    step, elapsed, resumed = 0, 0.0, None
     if (run_dir / "last.pt").is_file():
-        st = load_checkpoint(run_dir / "last.pt", "resume state")
+        st = resumed = load_checkpoint(run_dir / "last.pt", "resume state")
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         if ema is not None:
@@ -153,8 +153,14 @@ def train(cfg: Config, run_dir: Path, stop_after: int = 0, export: str = "", com
         print(f"resumed {run_dir} at step {step}", file=sys.stderr)
 
     g = torch.Generator().manual_seed(cfg.seed * 1000 + step)  # batches + augmentations
-    batches_l = iter(TensorBatches(x_l, y_l, batch_size=cfg.batch_size, generator=g))
-    batches_u = iter(TensorBatches(x_u, batch_size=cfg.batch_size, generator=g)) if adapt else None
+    source_l = TensorBatches(x_l, y_l, batch_size=cfg.batch_size, generator=g)
+    source_u = TensorBatches(x_u, batch_size=cfg.batch_size, generator=g) if adapt else None
+    if resumed and resumed.get("batches_l") is not None:  # both streams where they were, g too
+        source_l.load_state_dict(resumed["batches_l"])
+        if source_u is not None and resumed.get("batches_u") is not None:
+            source_u.load_state_dict(resumed["batches_u"])
+    batches_l = iter(source_l)
+    batches_u = iter(source_u) if adapt else None
     step_fn = AdaptationStep(cfg, model, opt, ema, device, g)
     log = MetricsLog(run_dir / "metrics.jsonl", resume_from=step)
     eval_model = lambda: ema.module if ema is not None else model  # noqa: E731
@@ -163,7 +169,8 @@ def train(cfg: Config, run_dir: Path, stop_after: int = 0, export: str = "", com
         atomic_torch_save({"version": CHECKPOINT_VERSION, "config": dataclasses.asdict(cfg),
                            "model": model.state_dict(), "opt": opt.state_dict(),
                            "ema": ema.state_dict() if ema is not None else None,
-                           "step": step, "elapsed": elapsed, "rng": rng_state()}, run_dir / "last.pt")
+                           "step": step, "elapsed": elapsed, "rng": rng_state(), "batches_l": source_l.state_dict(),
+                           "batches_u": source_u.state_dict() if source_u is not None else None}, run_dir / "last.pt")
 
     def evaluate() -> dict:
         m = eval_model()

@@ -324,3 +324,16 @@ def test_second_stage_starts_from_init_weights(tiny_digits, tmp_path):
     assert torch.allclose(w1, w2, atol=1e-6)  # lr ~ 0: the teacher kept the first stage's weights
     with pytest.raises(UserError, match="width/input_norm differ"):
         train(dataclasses.replace(cfg, width=16), tmp_path / "s3", progress=False)
+
+
+@pytest.mark.parametrize("mode", ["dann", "improved"])
+def test_interrupted_run_resumes_exactly(tiny_digits, tmp_path, mode):
+    """Stopped after 4 steps and resumed to 9 == 9 steps straight (both batch streams, the shared
+    augmentation generator, the teacher and the optimiser carry over)."""
+    cfg = tiny_cfg(tiny_digits, mode=mode, max_steps=9)
+    train(cfg, tmp_path / "straight", progress=False)
+    assert train(cfg, tmp_path / "cut", stop_after=4, progress=False)["step"] == 4
+    train(cfg, tmp_path / "cut", progress=False)
+    a, b = load_model(tmp_path / "straight" / "final.pt")[0], load_model(tmp_path / "cut" / "final.pt")[0]
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
