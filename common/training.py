@@ -102,11 +102,12 @@ def cpu_bf16_is_faster(threads: int | None = None) -> bool:
     except (OSError, ValueError):
         known = {}
     if key not in known:
-        _time_conv(False, True), _time_conv(True, True)  # warm-up: kernels chosen, memory allocated
-        fp32, bf16 = [], []
-        for _ in range(3):
-            fp32.append(_time_conv(False, True))
-            bf16.append(_time_conv(True, True))
+        with torch.random.fork_rng(devices=[]):  # the probe must not move the caller's random stream
+            _time_conv(False, True), _time_conv(True, True)  # warm-up: kernels chosen, memory allocated
+            fp32, bf16 = [], []
+            for _ in range(3):
+                fp32.append(_time_conv(False, True))
+                bf16.append(_time_conv(True, True))
         known[key] = {"fp32_s": round(sorted(fp32)[1], 4), "bf16_s": round(sorted(bf16)[1], 4)}
         try:
             atomic_write_json(path, known)

@@ -176,3 +176,16 @@ def test_cpu_bf16_is_used_only_where_measured_faster(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "cpu_has_bf16", lambda: False)
     assert training.cpu_bf16_is_faster() is False  # emulated bf16 is never measured
     training.cpu_bf16_is_faster.cache_clear()
+
+
+def test_the_bf16_probe_leaves_the_global_random_stream_alone(tmp_path, monkeypatch):
+    from common import training
+    monkeypatch.setenv("HW2_CACHE", str(tmp_path))  # no cached answer: the probe runs
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: True)
+    training.cpu_bf16_is_faster.cache_clear()
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    training.cpu_bf16_is_faster()
+    assert torch.equal(torch.rand(3), expected)
+    training.cpu_bf16_is_faster.cache_clear()
