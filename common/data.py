@@ -293,6 +293,8 @@ def staged_output_dir(out: str | os.PathLike) -> Iterator[Path]:
     a run that fails or is killed leaves the earlier output (or none), never a partial or mixed one."""
     import shutil
     import tempfile
+
+    from common.training import umask_mode
     out = check_output_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by a killed run
@@ -303,7 +305,7 @@ def staged_output_dir(out: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    os.chmod(stage, 0o777 & ~_umask())
+    umask_mode(stage, folder=True)
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         os.replace(out, old / out.name)
@@ -312,11 +314,6 @@ def staged_output_dir(out: str | os.PathLike) -> Iterator[Path]:
     else:
         os.replace(stage, out)
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def save_grid(x: torch.Tensor, path: str | os.PathLike, nrow: int = 8) -> None:

@@ -45,7 +45,6 @@ import importlib.util
 import os
 import shutil
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +62,7 @@ from pytorch_fid.inception import FID_WEIGHTS_URL, InceptionV3
 
 from common.data import existing_folder, to_uint8
 from common.errors import DataError, UserError
-from common.training import atomic_torch_save, cache_dir, pick_device
+from common.training import atomic_torch_save, atomic_write, cache_dir, pick_device
 
 DIMS = 2048  # pool3
 FID_WEIGHTS_NAME = FID_WEIGHTS_URL.rsplit("/", 1)[-1]  # pt_inception-2015-12-05-6726825d.pth
@@ -180,16 +179,8 @@ def ensure_fid_weights(verbose: bool = True) -> Path:
     err = verify_conversion(sd, ts)
     if not err < 1e-3:
         raise RuntimeError(f"converted FID weights differ from {src}: max |diff| = {err:.3g}")
-    atomic_torch_save(sd, dst)
-    _chmod_like_new_file(dst)
+    atomic_torch_save(sd, dst)  # umask mode, as every atomic save
     return dst
-
-
-def _chmod_like_new_file(path: Path) -> None:
-    """mkstemp creates files 0600; give a cache file the usual umask-based mode."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 @functools.lru_cache(maxsize=None)
@@ -327,18 +318,7 @@ class FIDStats:
 
     def save(self, path: str | os.PathLike) -> None:
         """Atomic ``.npz`` with ``mu``/``sigma`` (readable by ``python -m pytorch_fid``)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, mu=self.mu, sigma=self.sigma, n=np.int64(self.n))
-            _chmod_like_new_file(Path(tmp))
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, lambda f: np.savez(f, mu=self.mu, sigma=self.sigma, n=np.int64(self.n)))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FIDStats":
@@ -369,15 +349,10 @@ def content_key(folder: str | os.PathLike) -> str:
 
 
 def save_packed(stats: FIDStats, path: str | os.PathLike) -> None:
-    """Compact statistics for shipping: fp32 ``mu``, fp32 upper triangle of ``sigma``, ``n``."""
+    """Compact statistics for shipping (atomic): fp32 ``mu``, fp32 upper triangle of ``sigma``, ``n``."""
     iu = np.triu_indices(len(stats.mu))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, mu=stats.mu.astype(np.float32), sigma_triu=stats.sigma[iu].astype(np.float32),
-                            n=np.int64(stats.n))
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.savez_compressed(f, mu=stats.mu.astype(np.float32),
+                                                     sigma_triu=stats.sigma[iu].astype(np.float32), n=np.int64(stats.n)))
 
 
 def load_packed(path: str | os.PathLike) -> FIDStats:

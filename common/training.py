@@ -196,11 +196,12 @@ def first_line(e: BaseException, limit: int = 200) -> str:
     return lines[0][:limit] if lines else type(e).__name__
 
 
-def _umask_mode(path: str | os.PathLike) -> None:
-    """mkstemp creates files 0600: give the file the mode a new file would get under the umask."""
+def umask_mode(path: str | os.PathLike, folder: bool = False) -> None:
+    """mkstemp / mkdtemp create 0600 / 0700: give ``path`` the mode a new file (or folder) would get
+    under the umask."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    os.chmod(path, (0o777 if folder else 0o666) & ~umask)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -216,7 +217,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: str | os.PathLike, write: Any) -> None:
+def atomic_write(path: str | os.PathLike, write: Any) -> None:
     """``write(file)`` into a temp file in the same folder, fsync, ``os.replace``: never a half-written
     file, not even after a power loss; the file gets the usual umask mode, and temp files that
     killed earlier writes of the same path left behind are removed."""
@@ -229,7 +230,7 @@ def _atomic_write(path: str | os.PathLike, write: Any) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        _umask_mode(tmp)
+        umask_mode(tmp)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
@@ -252,13 +253,13 @@ def remove_stale_temps(path: str | os.PathLike, older_than_s: float = 60.0) -> i
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (``_atomic_write``)."""
-    _atomic_write(path, lambda f: f.write(data))
+    """Write ``data`` to ``path`` atomically (``atomic_write``)."""
+    atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` atomically (``_atomic_write``)."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save`` atomically (``atomic_write``)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
