@@ -279,12 +279,19 @@ def check_output_dir(out: str | os.PathLike) -> Path:
         if others:
             raise UserError(f"output folder {out} holds files that are not images ({', '.join(others[:3])}"
                             f"{', ...' if len(others) > 3 else ''}); give a new or empty folder")
-    parent = out.parent
+    check_writable_place(out, "the output folder")
+    return out
+
+
+def check_writable_place(path: str | os.PathLike, what: str) -> None:
+    """``path`` (which need not exist yet) can be created: its nearest existing parent is a
+    writable folder. A one-line ``UserError`` naming ``what`` otherwise."""
+    from common.errors import UserError
+    parent = Path(path).parent
     while not parent.exists():
         parent = parent.parent
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write the output folder {out}: {parent} is not writable")
-    return out
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {what} {path}: {parent} is not writable (or not a folder)")
 
 
 @contextlib.contextmanager

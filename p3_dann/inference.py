@@ -21,7 +21,7 @@ import torch
 
 from common.checkpoint import CHECKPOINT_DIR, shipped_path
 from common.cli import add_device_args, apply_threads, command_parser
-from common.data import IMAGE_EXTENSIONS, is_image_file, load_image, to_float
+from common.data import IMAGE_EXTENSIONS, check_writable_place, is_image_file, load_image, to_float
 from common.errors import DataError, UserError, cli_main
 from common.training import atomic_write_bytes, pick_device
 from p3_dann.config import DOMAINS
@@ -91,11 +91,7 @@ def check_output_csv(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"output csv {path} is an existing folder; give a file name")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write the output csv {path}: {parent} is not a writable folder")
+    check_writable_place(path, "the output csv")
     return path
 
 
