@@ -23,17 +23,11 @@ from common.errors import UserError, cli_main
 
 
 def split_reference(csv_path: Path, dest: Path) -> Path:
-    """A plain folder (hard links) of the images a split's csv lists: ``digits/<d>/<split>.csv`` names
-    images in ``digits/<d>/<split>/`` (older layout) or ``digits/<d>/data/``."""
+    """The images a digit split's csv (``digits/<d>/<split>.csv``) lists, as a plain folder of hard
+    links (``common.fid.digit_split_folder``)."""
     from common import fid
-    from common.data import read_label_csv
-    names, _ = read_label_csv(csv_path)
-    d = csv_path.parent
-    images = d / csv_path.stem if (d / csv_path.stem).is_dir() else d / "data"
-    missing = [n for n in names if not (images / n).is_file()]
-    if missing:
-        raise UserError(f"{csv_path} lists {len(missing)} images missing from {images} (e.g. {missing[0]})")
-    return fid.subset_folder(images, names, dest, f"{d.name}_{csv_path.stem}")
+    csv_path = Path(csv_path)
+    return fid.digit_split_folder(csv_path.parent.parent, csv_path.parent.name, csv_path.stem, dest)
 
 
 def _fid(a) -> dict:

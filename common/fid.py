@@ -403,6 +403,16 @@ def subset_folder(src: str | os.PathLike, names: list[str], dest: str | os.PathL
     return folder
 
 
+def digit_split_folder(data_root: str | os.PathLike, domain: str, split: str, dest: str | os.PathLike,
+                       limit: int | None = None) -> Path:
+    """``dest/<domain>_<split>[_first<N>]``: a digit split's images (the first ``limit``) as a plain
+    folder of hard links under a fixed name, so that its FID statistics are cached (``subset_folder``)."""
+    from common.data import digit_dataset
+    ds = digit_dataset(data_root, domain, split)
+    names = ds.names[:limit] if limit else ds.names
+    return subset_folder(ds.root, names, dest, f"{domain}_{split}" if limit is None else f"{domain}_{split}_first{len(names)}")
+
+
 def reference_statistics(folder: str | os.PathLike, batch_size: int = 50, device: str | torch.device | None = None,
                          progress: bool = True, dims: int = DIMS) -> FIDStats:
     """FIDStats of a reference folder (or .npz), cached in memory and in ``cache_dir()/fid``; the

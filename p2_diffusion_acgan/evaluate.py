@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from common.data import digit_dataset
 from p2_diffusion_acgan.schedulers import per_image_generators, randn
 
 EVAL_PER_DIGIT = 100
@@ -26,15 +25,6 @@ def classifier_accuracy(images: torch.Tensor, labels: torch.Tensor, classifier=N
             "per_digit": {str(k): v for k, v in r.per_digit.items()}}
 
 
-def split_folder(data_root: str, domain: str, split: str, dest: Path, limit: int | None = None) -> Path:
-    """``dest/<domain>_<split>[_first<N>]``: the split's images as a plain folder under a fixed name,
-    so its FID statistics are cached (``common.fid.subset_folder``)."""
-    from common.fid import subset_folder
-    ds = digit_dataset(data_root, domain, split)
-    names = ds.names[:limit] if limit else ds.names
-    return subset_folder(ds.root, names, dest, f"{domain}_{split}" if limit is None else f"{domain}_{split}_first{len(names)}")
-
-
 def mnistm_val_stats(data_root: str = "hw2_data", domain: str = "mnistm", dims: int | None = None,
                      device=None):
     """FID statistics of the mnistm val split (computed once, then cached by ``common.fid``)."""
@@ -42,7 +32,7 @@ def mnistm_val_stats(data_root: str = "hw2_data", domain: str = "mnistm", dims: 
 
     from common import fid
     with tempfile.TemporaryDirectory(prefix="p2_ref_") as tmp:
-        ref = split_folder(data_root, domain, "val", Path(tmp))
+        ref = fid.digit_split_folder(data_root, domain, "val", Path(tmp))
         return fid.reference_statistics(ref, device=device, dims=dims or fid.DIMS)
 
 

@@ -273,7 +273,8 @@ def section_p2(ctx: Ctx) -> str:
     except UserError as e:
         clf, why = None, str(e)
     from common import fid as F
-    from p2_diffusion_acgan.evaluate import mnistm_val_stats, split_folder
+    from common.fid import digit_split_folder
+    from p2_diffusion_acgan.evaluate import mnistm_val_stats
     mn = ctx.data / "digits" / "mnistm"
     val_stats = None
     if (mn / "val.csv").is_file():  # cached by content after the first run
@@ -316,7 +317,7 @@ def section_p2(ctx: Ctx) -> str:
             rows.append(f"| {label} | {acc} | {fmt(fid_of(folder))} | {p2_setting(gen, opts)} | {secs:.0f} s | {trained} |")
     real_fid = None
     if val_stats is not None and (mn / "train.csv").is_file():
-        folder = split_folder(str(ctx.data), "mnistm", "train", ctx.tmp, limit=10 * ctx.per_digit)
+        folder = digit_split_folder(ctx.data, "mnistm", "train", ctx.tmp, limit=10 * ctx.per_digit)
         real_fid = F.frechet_distance(F.reference_statistics(folder, device=ctx.device, dims=ctx.fid_dims), val_stats)
     n = 10 * ctx.per_digit
     lines += [f"### Accuracy and FID ({n} images from `hw2_2.sh`'s code path, seed 0, vs mnistm val)", "",

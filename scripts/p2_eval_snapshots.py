@@ -34,11 +34,11 @@ TUNING_SLICE = 2000  # --fid-ref train: the first N mnistm train digits, a refer
 def reference_stats(data_root: str, ref: str, dims: int):
     """FID statistics of mnistm val (``val``, what is reported) or of the train slice (``train``)."""
     from common import fid
-    from p2_diffusion_acgan.evaluate import mnistm_val_stats, split_folder
+    from p2_diffusion_acgan.evaluate import mnistm_val_stats
     if ref == "val":
         return mnistm_val_stats(data_root, dims=dims)
     with tempfile.TemporaryDirectory(prefix="p2_ref_") as tmp:
-        return fid.reference_statistics(split_folder(data_root, "mnistm", "train", Path(tmp), limit=TUNING_SLICE), dims=dims)
+        return fid.reference_statistics(fid.digit_split_folder(data_root, "mnistm", "train", Path(tmp), limit=TUNING_SLICE), dims=dims)
 
 
 def evaluate_checkpoint(ckpt: Path, data_root: str, options: list[str], classifier: str | None = None,

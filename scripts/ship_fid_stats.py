@@ -16,7 +16,6 @@ from typing import Sequence
 from common import fid
 from common.cli import examples
 from common.errors import DataError, cli_main
-from p2_diffusion_acgan.evaluate import split_folder
 
 REFERENCES = ("face_val", "mnistm_val", "usps_val")
 
@@ -28,7 +27,7 @@ def reference_folder(data: Path, name: str, tmp: Path) -> Path:
             raise DataError(f"reference folder not found: {folder}")
         return folder
     domain = name.split("_")[0]
-    return split_folder(str(data), domain, "val", tmp)
+    return fid.digit_split_folder(data, domain, "val", tmp)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
