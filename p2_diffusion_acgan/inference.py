@@ -110,6 +110,18 @@ class Generator:
     def model_name(self) -> str:
         return self.kind.removeprefix("p2_")
 
+    def diffusion_options(self, sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
+                          spacing: str | None = None, guidance_interval: tuple[int, int] | None = None,
+                          precision: str | None = None, guide: str | None = None,
+                          guide_weight: float | None = None) -> dict:
+        """The diffusion sampling settings: each option given, else the checkpoint config's."""
+        c = self.diff_cfg
+        return {"sampler": sampler or c.sampler, "steps": steps or c.sample_steps,
+                "guidance": c.guidance if guidance is None else guidance, "spacing": spacing or c.spacing,
+                "guidance_interval": tuple(guidance_interval or c.guidance_interval),
+                "precision": precision or c.sample_precision, "guide": c.guide if guide is None else guide,
+                "guide_weight": c.guide_weight if guide_weight is None else guide_weight}
+
     def gan_options(self, truncation: float | None = None, candidates: int | None = None,
                     accept_prob: float | None = None) -> tuple[float, int, float]:
         """(truncation, candidates, accept_prob) a GAN samples with: each given value, else the
@@ -137,14 +149,13 @@ class Generator:
         else psi 1, K 1, accept_prob 1. Diffusion: ``guide`` names an autoguidance checkpoint ('none'
         or '': none) and ``guide_weight`` its weight (defaults: the config's)."""
         if self.kind == "p2_diffusion":
-            c = self.diff_cfg
-            smp = make_sampler(sampler or c.sampler, NoiseSchedule(c.timesteps, c.schedule), spacing or c.spacing)
-            return sample(self.net, smp, y, c.guidance if guidance is None else guidance,
-                          steps or c.sample_steps, generators, callback=callback,
-                          guidance_interval=tuple(guidance_interval or c.guidance_interval),
-                          precision=precision or c.sample_precision,
-                          guide=self.guide_net(c.guide if guide is None else guide),
-                          guide_weight=c.guide_weight if guide_weight is None else guide_weight).cpu()
+            o = self.diffusion_options(sampler=sampler, steps=steps, guidance=guidance, spacing=spacing,
+                                       guidance_interval=guidance_interval, precision=precision, guide=guide,
+                                       guide_weight=guide_weight)
+            smp = make_sampler(o["sampler"], NoiseSchedule(self.diff_cfg.timesteps, self.diff_cfg.schedule), o["spacing"])
+            return sample(self.net, smp, y, o["guidance"], o["steps"], generators, callback=callback,
+                          guidance_interval=o["guidance_interval"], precision=o["precision"],
+                          guide=self.guide_net(o["guide"]), guide_weight=o["guide_weight"]).cpu()
         psi, k, accept = self.gan_options(truncation, candidates, accept_prob)
         xs, scores = self.draw_candidates(y, generators, k, psi)
         if k == 1:
@@ -177,15 +188,13 @@ def describe(gen: Generator, opts: dict) -> str:
         how = f"first of {k} with p >= {accept:g} by D's class head" if k > 1 and accept < 1 else \
             (f"most probable of {k} by D's class head" if k > 1 else "plain G")
         return f"{gen.model_name}, {how}" + (f", truncation {psi:g}" if psi < 1 else "")
-    c = gen.diff_cfg
-    pick = lambda key, default: default if opts.get(key) is None else opts[key]  # noqa: E731
-    guide = pick("guide", c.guide)
-    lo, hi = pick("guidance_interval", tuple(c.guidance_interval))
-    return (f"diffusion, {pick('sampler', c.sampler)} {pick('steps', c.sample_steps)} steps ({pick('spacing', c.spacing)}), "
-            f"w {pick('guidance', c.guidance):g}" + (f" at t {lo}-{hi}" if (lo, hi) != (0, c.timesteps - 1) else "")
-            + (f", autoguidance {pick('guide_weight', c.guide_weight):g} by {guide}" if guide not in ("", "none")
-               and pick("guide_weight", c.guide_weight) else "")
-            + f", {resolve_precision(pick('precision', c.sample_precision), gen.device)} U-Net passes")
+    o = gen.diffusion_options(**{k: v for k, v in opts.items() if k != "callback"})
+    lo, hi = o["guidance_interval"]
+    auto = o["guide"] not in ("", "none") and o["guide_weight"]
+    return (f"diffusion, {o['sampler']} {o['steps']} steps ({o['spacing']}), w {o['guidance']:g}"
+            + (f" at t {lo}-{hi}" if (lo, hi) != (0, gen.diff_cfg.timesteps - 1) else "")
+            + (f", autoguidance {o['guide_weight']:g} by {o['guide']}" if auto else "")
+            + f", {resolve_precision(o['precision'], gen.device)} U-Net passes")
 
 
 def check_gan_options(truncation: float, candidates: int, accept_prob: float) -> None:
