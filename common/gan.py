@@ -94,9 +94,9 @@ from torch import nn
 from common.checkpoint import export_state, generator_state_dict
 from common.data import save_grid, to_float
 from common.errors import UserError
-from common.training import (CHECKPOINT_VERSION, EMA, PRECISIONS, TrainPrecision, GracefulStop, MetricsLog, NonFiniteLoss, atomic_torch_save,
-                             atomic_write_json, check_finite, float_state_dict, load_checkpoint, load_states,
-                             pick_device, rng_state, seed_everything, set_rng_state)
+from common.training import (CHECKPOINT_VERSION, EMA, PRECISIONS, GracefulStop, MetricsLog, NonFiniteLoss,
+                             TrainPrecision, atomic_torch_save, atomic_write_json, check_finite, float_state_dict,
+                             load_checkpoint, load_states, pick_device, rng_state, seed_everything, set_rng_state)
 
 LOSSES = ("bce", "hinge", "wgan", "lsgan")
 

@@ -41,9 +41,9 @@ from common.checkpoint import save_shipped, shipped_form
 from common.cli import add_config_args, add_run_args, command_parser, config_from_args, config_from_dict, dry_run_dir
 from common.data import TensorBatches, to_float
 from common.errors import UserError, cli_main
-from common.training import (CHECKPOINT_VERSION, EMA, GracefulStop, TrainPrecision, MetricsLog, atomic_torch_save, atomic_write_json,
-                             check_finite, count_params, load_checkpoint, pick_device, rng_state, seed_everything,
-                             set_rng_state)
+from common.training import (CHECKPOINT_VERSION, EMA, GracefulStop, MetricsLog, TrainPrecision, atomic_torch_save,
+                             atomic_write_json, check_finite, count_params, load_checkpoint, pick_device, rng_state,
+                             seed_everything, set_rng_state)
 from p3_dann.adapt import Augment, DomainAdversarialLoss, dann_lambda, dann_lr, pseudo_label_loss
 from p3_dann.config import MODE_DEFAULTS, MODES, Config, build_model, check_config
 from p3_dann.data import load_domain
